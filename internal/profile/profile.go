@@ -172,3 +172,13 @@ var (
 	// ErrBusy: another sync holds the lock.
 	ErrBusy = errors.New("another sync is running")
 )
+
+// Selection names what to read from Graph for each user.
+type Selection struct {
+	// Properties are top-level Graph user properties to $select, in Graph's
+	// spelling. "manager" is added by the source when Manager is not empty.
+	Properties []string
+	// Manager lists the manager's properties the mapping needs ("id" included);
+	// empty when the mapping draws nothing from the manager.
+	Manager []string
+}

@@ -1,0 +1,46 @@
+# profilesync — run `make help` for the targets.
+SHELL := /bin/bash
+GO    ?= go
+BUILD := .build
+APP   := $(BUILD)/app
+
+#? help: list the targets
+help:
+	@sed -n 's/^#?//p' $(MAKEFILE_LIST) | column -t -s ':'
+
+#? demo: the main job end to end on the local stack (Azurite + Microsoft 365 simulator)
+demo:
+	scripts/azurite.sh install
+	$(GO) run ./cmd/demo
+
+#? test: every test (installs Azurite into .tools/ first); .ci/run calls this
+test:
+	scripts/test.sh
+
+#? bench: the benchmarks (pipeline, simulator, import file, mapping)
+bench:
+	scripts/azurite.sh install
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
+
+#? build: the handler and the simulator for this machine, into .build/bin
+build:
+	$(GO) build -o $(BUILD)/bin/handler ./handler
+	$(GO) build -o $(BUILD)/bin/m365sim ./cmd/m365sim
+
+#? stage: the deployable app folder .build/app (host.json, function folders, Linux handler)
+stage:
+	rm -rf $(APP) && mkdir -p $(APP)
+	cp host.json $(APP)/
+	cp -r functions/* $(APP)/
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='-s -w' -o $(APP)/handler ./handler
+	cp local.settings.json $(APP)/
+
+#? start: run the staged app with Azure Functions Core Tools (func must be installed)
+start: stage
+	cd $(APP) && func start
+
+#? sim: run the Microsoft 365 simulator on ports 8370/8371 (the ports local.settings.json uses)
+sim:
+	$(GO) run ./cmd/m365sim --port 8370 --users 2000 --identity-header local-dev-identity-header
+
+.PHONY: help demo test bench build stage start sim

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/profilesync/profilesync/internal/azstorage"
+	"github.com/profilesync/profilesync/internal/graph"
+	"github.com/profilesync/profilesync/internal/spo"
+	"github.com/profilesync/profilesync/internal/syncer"
+)
+
+// lockBlob is the blob whose lease makes sure one sync runs at a time.
+const lockBlob = "sync.lock"
+
+// app holds the wired adapters and the engine.
+type app struct {
+	cfg    config
+	log    *slog.Logger
+	blobs  *azstorage.Blobs
+	queue  *azstorage.Queue
+	spo    *spo.Client
+	graph  *graph.Client
+	engine *syncer.Engine
+}
+
+// newApp builds every adapter from the settings. It does not touch the network.
+func newApp(cfg config, log *slog.Logger) (*app, error) {
+	cred, err := credential(cfg)
+	if err != nil {
+		return nil, err
+	}
+	storageCred := azcore.TokenCredential(nil)
+	if cfg.Storage.NeedsCredential() {
+		storageCred = cred
+		if id := cfg.Storage.ClientID(); id != "" && id != cfg.ClientID {
+			storageCred, err = azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(id)})
+			if err != nil {
+				return nil, fmt.Errorf("storage managed identity: %w", err)
+			}
+		}
+	}
+	blobs, err := azstorage.NewBlobs(cfg.Storage, storageCred, cfg.Container)
+	if err != nil {
+		return nil, fmt.Errorf("blob storage: %w", err)
+	}
+	queue, err := azstorage.NewQueue(cfg.Storage, storageCred, cfg.StatusQueue)
+	if err != nil {
+		return nil, fmt.Errorf("queue storage: %w", err)
+	}
+	g, err := graph.New(graph.Options{Endpoint: cfg.GraphEndpoint, Credential: cred, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	sp, err := spo.New(spo.Options{SiteURL: cfg.SiteURL, Folder: cfg.Folder, Credential: cred, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("SPO_SITE_URL/SPO_FOLDER: %w", err)
+	}
+	a := &app{cfg: cfg, log: log, blobs: blobs, queue: queue, spo: sp, graph: g}
+	a.engine = &syncer.Engine{
+		Source:    g,
+		Target:    sp,
+		Blobs:     blobs,
+		Scheduler: queue,
+		Lock:      a.lock,
+		Log:       log,
+		FirstPoll: cfg.PollBackoff[0],
+	}
+	return a, nil
+}
+
+// credential picks the identity: a certificate service principal when
+// AZURE_CLIENT_CERTIFICATE_PATH is set, otherwise managed identity
+// (user-assigned when AZURE_CLIENT_ID is set).
+func credential(cfg config) (azcore.TokenCredential, error) {
+	if cfg.CertPath != "" {
+		data, err := os.ReadFile(cfg.CertPath)
+		if err != nil {
+			return nil, fmt.Errorf("AZURE_CLIENT_CERTIFICATE_PATH: %w", err)
+		}
+		certs, key, err := azidentity.ParseCertificates(data, []byte(cfg.CertPassword))
+		if err != nil {
+			return nil, fmt.Errorf("AZURE_CLIENT_CERTIFICATE_PATH: %w", err)
+		}
+		return azidentity.NewClientCertificateCredential(cfg.TenantID, cfg.ClientID, certs, key,
+			&azidentity.ClientCertificateCredentialOptions{SendCertificateChain: true})
+	}
+	opts := &azidentity.ManagedIdentityCredentialOptions{}
+	if cfg.ClientID != "" {
+		opts.ID = azidentity.ClientID(cfg.ClientID)
+	}
+	cred, err := azidentity.NewManagedIdentityCredential(opts)
+	if err != nil {
+		return nil, fmt.Errorf("managed identity: %w", err)
+	}
+	return cred, nil
+}
+
+// prepare creates the state container and the status queue if missing.
+func (a *app) prepare(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := a.blobs.EnsureContainer(ctx); err != nil {
+		return fmt.Errorf("creating container %s: %w", a.cfg.Container, err)
+	}
+	if err := a.queue.EnsureQueue(ctx); err != nil {
+		return fmt.Errorf("creating queue %s: %w", a.cfg.StatusQueue, err)
+	}
+	return nil
+}
+
+func (a *app) lock(ctx context.Context) (func(context.Context) error, error) {
+	l, err := a.blobs.Lock(ctx, lockBlob)
+	if err != nil {
+		return nil, err
+	}
+	return l.Release, nil
+}
+
+// newLogger logs JSON lines to stdout: the Functions host turns stdout into
+// Information logs and every stderr line into an Error.
+func newLogger(stdout interface{ Write([]byte) (int, error) }, getenv func(string) string) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/profilesync/profilesync/internal/azstorage"
+	"github.com/profilesync/profilesync/internal/graph"
+)
+
+// setting describes one app setting the handler reads. The table is the
+// single source for validation, `handler config` and the README's settings
+// table (a test keeps them in step).
+type setting struct {
+	Name    string
+	Default string
+	Secret  bool
+}
+
+// settings lists every app setting the handler reads itself (storage
+// connection settings are read by azstorage.ParseConnection with the
+// AzureWebJobsStorage prefix).
+var settings = []setting{
+	{Name: "GRAPH_ENDPOINT", Default: graph.DefaultEndpoint},
+	{Name: "SPO_SITE_URL"},
+	{Name: "SPO_FOLDER", Default: "Shared Documents"},
+	{Name: "SYNC_SCHEDULE", Default: "0 0 2 * * *"},
+	{Name: "SYNC_CONTAINER", Default: "profilesync"},
+	{Name: "SYNC_STATUS_QUEUE", Default: "profilesync-status"},
+	{Name: "STATUS_POLL_BACKOFF", Default: "1m,2m,5m,10m,15m,30m"},
+	{Name: "STATUS_POLL_MAX_AGE", Default: "48h"},
+	{Name: "IDENTITY_ENDPOINT"},
+	{Name: "IDENTITY_HEADER", Secret: true},
+	{Name: "AZURE_CLIENT_ID"},
+	{Name: "AZURE_TENANT_ID"},
+	{Name: "AZURE_CLIENT_CERTIFICATE_PATH"},
+	{Name: "AZURE_CLIENT_CERTIFICATE_PASSWORD", Secret: true},
+	{Name: "FUNCTIONS_CUSTOMHANDLER_PORT"},
+}
+
+// config is every setting, read once and validated together.
+type config struct {
+	Storage       azstorage.Connection
+	GraphEndpoint string // origin
+	SiteURL       string
+	Folder        string
+	Schedule      string
+	Container     string
+	StatusQueue   string
+	PollBackoff   []time.Duration
+	PollMaxAge    time.Duration
+
+	IdentityEndpoint, IdentityHeader string
+	ClientID, TenantID               string
+	CertPath, CertPassword           string
+}
+
+func value(getenv func(string) string, name string) string {
+	v := strings.TrimSpace(getenv(name))
+	if v == "" {
+		for _, s := range settings {
+			if s.Name == name {
+				return s.Default
+			}
+		}
+	}
+	return v
+}
+
+var (
+	containerName = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9]|-[a-z0-9]){2,62}$`)
+)
+
+// loadConfig reads and checks every setting; the error lists every problem,
+// each naming its setting.
+func loadConfig(getenv func(string) string) (config, error) {
+	var c config
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	st, err := azstorage.ParseConnection("AzureWebJobsStorage", getenv)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Storage = st
+
+	if origin, err := graph.Origin(value(getenv, "GRAPH_ENDPOINT")); err != nil {
+		bad("GRAPH_ENDPOINT: %v", err)
+	} else {
+		c.GraphEndpoint = origin
+	}
+
+	c.SiteURL = strings.TrimRight(value(getenv, "SPO_SITE_URL"), "/")
+	if c.SiteURL == "" {
+		bad("SPO_SITE_URL is required: the absolute URL of the site whose library receives the import files, e.g. https://contoso.sharepoint.com/sites/hr")
+	} else if u, err := url.Parse(c.SiteURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		bad("SPO_SITE_URL %q is not an absolute http(s) URL", c.SiteURL)
+	} else if u.Scheme == "http" && u.Hostname() != "127.0.0.1" && u.Hostname() != "localhost" {
+		bad("SPO_SITE_URL %q must use https", c.SiteURL)
+	}
+
+	c.Folder = strings.Trim(strings.ReplaceAll(value(getenv, "SPO_FOLDER"), `\`, "/"), "/")
+	if c.Folder == "" {
+		bad("SPO_FOLDER must name a folder or library of the site, e.g. \"Shared Documents\"")
+	}
+	c.Schedule = value(getenv, "SYNC_SCHEDULE")
+
+	c.Container = value(getenv, "SYNC_CONTAINER")
+	if !containerName.MatchString(c.Container) {
+		bad("SYNC_CONTAINER %q is not a valid blob container name (3-63 lowercase letters, digits and single hyphens)", c.Container)
+	}
+	c.StatusQueue = value(getenv, "SYNC_STATUS_QUEUE")
+	if !containerName.MatchString(c.StatusQueue) {
+		bad("SYNC_STATUS_QUEUE %q is not a valid queue name (3-63 lowercase letters, digits and single hyphens)", c.StatusQueue)
+	}
+
+	if b, err := parseBackoff(value(getenv, "STATUS_POLL_BACKOFF")); err != nil {
+		bad("STATUS_POLL_BACKOFF: %v", err)
+	} else {
+		c.PollBackoff = b
+	}
+	if d, err := time.ParseDuration(value(getenv, "STATUS_POLL_MAX_AGE")); err != nil || d <= 0 {
+		bad("STATUS_POLL_MAX_AGE %q is not a positive duration such as 48h", value(getenv, "STATUS_POLL_MAX_AGE"))
+	} else {
+		c.PollMaxAge = d
+	}
+
+	c.IdentityEndpoint = value(getenv, "IDENTITY_ENDPOINT")
+	c.IdentityHeader = value(getenv, "IDENTITY_HEADER")
+	c.ClientID = value(getenv, "AZURE_CLIENT_ID")
+	c.TenantID = value(getenv, "AZURE_TENANT_ID")
+	c.CertPath = value(getenv, "AZURE_CLIENT_CERTIFICATE_PATH")
+	c.CertPassword = getenv("AZURE_CLIENT_CERTIFICATE_PASSWORD")
+	switch {
+	case c.CertPath != "":
+		if c.TenantID == "" || c.ClientID == "" {
+			bad("AZURE_CLIENT_CERTIFICATE_PATH is set, so AZURE_TENANT_ID and AZURE_CLIENT_ID are required too")
+		}
+	case c.IdentityEndpoint != "" && c.IdentityHeader == "":
+		bad("IDENTITY_HEADER is empty while IDENTITY_ENDPOINT is set: managed identity would fall back to the instance metadata service")
+	case c.IdentityEndpoint == "" && c.IdentityHeader != "":
+		bad("IDENTITY_ENDPOINT is empty while IDENTITY_HEADER is set")
+	}
+	return c, errors.Join(errs...)
+}
+
+// parseBackoff parses "1m,2m,5m": at least one positive duration, at most 7 days each
+// (the longest a queue message can stay invisible).
+func parseBackoff(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		d, err := time.ParseDuration(part)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%q is not a list of positive durations such as 1m,2m,5m", s)
+		}
+		if d > 7*24*time.Hour {
+			return nil, fmt.Errorf("%s is longer than 7 days, the longest a queue message can wait", part)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// configCmd prints the effective settings, hiding secrets.
+func configCmd(getenv func(string) string, stdout io.Writer) error {
+	_, err := loadConfig(getenv)
+	for _, s := range settings {
+		v := value(getenv, s.Name)
+		if s.Secret && v != "" {
+			v = "<set>"
+		}
+		fmt.Fprintf(stdout, "%s=%s\n", s.Name, v)
+	}
+	if err != nil {
+		return fmt.Errorf("invalid settings:\n%w", err)
+	}
+	fmt.Fprintln(stdout, "settings OK")
+	return nil
+}

@@ -1,0 +1,69 @@
+// Command handler is profilesync's Azure Functions custom handler. With no
+// arguments it serves the custom-handler protocol on
+// FUNCTIONS_CUSTOMHANDLER_PORT; with a subcommand it is the administrator's
+// command line (see usage).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: handler [command] [flags]
+
+With no command, serve the Azure Functions custom-handler protocol on
+127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT (what the Functions host runs).
+
+Commands:
+  serve                 the same as no command
+  sync [--full] [--what-if]
+                        run one sync now and print a summary
+                        --full     read every user (an initial delta round)
+                        --what-if  build and upload the import file(s), queue nothing,
+                                   keep the delta link (PnP's -WhatIf)
+  mapping get           print the mapping stored in SYNC_CONTAINER
+  mapping put FILE      validate FILE and store it as the mapping
+  mapping validate FILE validate FILE, change nothing
+  config                check the settings and print them (secrets hidden)
+  help                  this text
+
+Settings are read from the environment (the Function App's app settings);
+see README.md, "Configuration".
+`
+
+// run is the whole program; main only binds it to the process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, getenv, stdout)
+	case "sync":
+		return syncCmd(ctx, args, getenv, stdout)
+	case "mapping":
+		return mappingCmd(ctx, args, getenv, stdout)
+	case "config":
+		return configCmd(getenv, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}

@@ -1,0 +1,249 @@
+// Package graph reads Entra ID users from Microsoft Graph with msgraph-sdk-go.
+//
+// It is the only package of profilesync that imports the Graph SDK: the SDK
+// is very large (minutes and gigabytes to compile), so everything else talks
+// to Graph through this package's small surface and the nouns of package
+// profile.
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	abstractions "github.com/microsoft/kiota-abstractions-go"
+	khttp "github.com/microsoft/kiota-http-go"
+	msgraphsdk "github.com/microsoftgraph/msgraph-sdk-go"
+	msgraphgocore "github.com/microsoftgraph/msgraph-sdk-go-core"
+	"github.com/microsoftgraph/msgraph-sdk-go-core/authentication"
+	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
+	"github.com/microsoftgraph/msgraph-sdk-go/users"
+
+	"github.com/profilesync/profilesync/internal/profile"
+)
+
+// DefaultEndpoint is the Graph origin of the global Azure cloud.
+const DefaultEndpoint = "https://graph.microsoft.com"
+
+// Options configure a Client.
+type Options struct {
+	// Endpoint is the Graph origin (scheme and host, no path), e.g.
+	// https://graph.microsoft.com or a national cloud's. The token audience
+	// is this origin.
+	Endpoint   string
+	Credential azcore.TokenCredential
+	// MaxRetries bounds the SDK's retries of 429/503/504 answers (each waits
+	// Retry-After). Default 8.
+	MaxRetries int
+	// ManagerCache bounds how many managers are remembered during a round
+	// (memory stays bounded however many users there are). Default 20,000.
+	ManagerCache int
+	// Timeout bounds one HTTP exchange. Default 2 minutes.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// Client reads users from Graph.
+type Client struct {
+	svc      *msgraphsdk.GraphServiceClient
+	adapter  *msgraphsdk.GraphRequestAdapter
+	log      *slog.Logger
+	cacheMax int
+}
+
+// New builds a Graph client for the given origin and credential.
+func New(o Options) (*Client, error) {
+	if o.Endpoint == "" {
+		o.Endpoint = DefaultEndpoint
+	}
+	origin, err := Origin(o.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if o.Credential == nil {
+		return nil, errors.New("graph: a credential is required")
+	}
+	if o.MaxRetries <= 0 {
+		o.MaxRetries = 8
+	}
+	if o.ManagerCache <= 0 {
+		o.ManagerCache = 20000
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	u, _ := url.Parse(origin)
+	auth, err := authentication.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(
+		o.Credential, []string{origin + "/.default"}, []string{u.Hostname()})
+	if err != nil {
+		return nil, fmt.Errorf("graph authentication provider: %w", err)
+	}
+	opts := msgraphgocore.GraphClientOptions{GraphServiceVersion: "v1.0", GraphServiceLibraryVersion: "1.89.0"}
+	mws := msgraphgocore.GetDefaultMiddlewaresWithOptions(&opts)
+	for i, mw := range mws {
+		if _, ok := mw.(*khttp.RetryHandler); ok {
+			mws[i] = khttp.NewRetryHandlerWithOptions(khttp.RetryHandlerOptions{
+				MaxRetries:   o.MaxRetries,
+				DelaySeconds: 3,
+				ShouldRetry: func(time.Duration, int, *http.Request, *http.Response) bool {
+					return true
+				},
+			})
+		}
+	}
+	httpClient := khttp.GetDefaultClient(mws...)
+	httpClient.Timeout = o.Timeout
+	adapter, err := msgraphsdk.NewGraphRequestAdapterWithParseNodeFactoryAndSerializationWriterFactoryAndHttpClient(auth, nil, nil, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("graph request adapter: %w", err)
+	}
+	adapter.SetBaseUrl(origin + "/v1.0") // before NewGraphServiceClient, which copies it
+	return &Client{
+		svc:      msgraphsdk.NewGraphServiceClient(adapter),
+		adapter:  adapter,
+		log:      o.Logger,
+		cacheMax: o.ManagerCache,
+	}, nil
+}
+
+// Origin validates a Graph endpoint setting and returns its origin.
+func Origin(endpoint string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(endpoint))
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return "", fmt.Errorf("graph endpoint %q is not an absolute http(s) URL", endpoint)
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return "", fmt.Errorf("graph endpoint %q must use https (http is only allowed on loopback)", endpoint)
+	}
+	if p := strings.TrimRight(u.Path, "/"); p != "" && p != "/v1.0" {
+		return "", fmt.Errorf("graph endpoint %q must be an origin such as https://graph.microsoft.com (no path)", endpoint)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+func isLoopback(host string) bool {
+	return host == "localhost" || host == "127.0.0.1" || host == "::1"
+}
+
+// Delta runs one round of GET /users/delta, page by page, calling fn for
+// every user. deltaLink "" starts an initial (full) round; otherwise the
+// saved link is followed. It returns the round's new delta link. A link
+// Graph no longer honours yields an error wrapping profile.ErrDeltaExpired.
+func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink string, fn func(profile.User) error) (string, error) {
+	initial := deltaLink == ""
+	builder := c.svc.Users().Delta()
+	var resp users.DeltaGetResponseable
+	var err error
+	if initial {
+		props := append([]string(nil), sel.Properties...)
+		if len(sel.Manager) > 0 {
+			props = append(props, "manager")
+		}
+		resp, err = builder.GetAsDeltaGetResponse(ctx, &users.DeltaRequestBuilderGetRequestConfiguration{
+			QueryParameters: &users.DeltaRequestBuilderGetQueryParameters{Select: props},
+		})
+	} else {
+		resp, err = builder.WithUrl(deltaLink).GetAsDeltaGetResponse(ctx, nil)
+	}
+	mgr := newManagerResolver(c, sel.Manager)
+	pages, count := 0, 0
+	start := time.Now()
+	for {
+		if err != nil {
+			return "", classify(err)
+		}
+		pages++
+		batch := make([]profile.User, 0, len(resp.GetValue()))
+		for _, u := range resp.GetValue() {
+			pu, managerID, managerKnown := convertUser(u)
+			if len(sel.Manager) > 0 && !pu.Removed {
+				switch {
+				case managerID != "":
+					pu.Props["manager"] = managerRef(managerID)
+				case managerKnown || initial:
+					pu.Props["manager"] = nil
+				}
+			}
+			batch = append(batch, pu)
+		}
+		if len(sel.Manager) > 0 {
+			if err := mgr.resolve(ctx, batch); err != nil {
+				return "", err
+			}
+		}
+		for _, u := range batch {
+			if err := fn(u); err != nil {
+				return "", err
+			}
+		}
+		count += len(batch)
+		if pages%10 == 0 {
+			c.log.Info("reading users from Graph", "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond))
+		}
+		if next := resp.GetOdataNextLink(); next != nil && *next != "" {
+			resp, err = builder.WithUrl(*next).GetAsDeltaGetResponse(ctx, nil)
+			continue
+		}
+		dl := resp.GetOdataDeltaLink()
+		if dl == nil || *dl == "" {
+			return "", errors.New("graph delta round ended without @odata.deltaLink")
+		}
+		c.log.Info("Graph delta round done", "initial", initial, "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond))
+		return *dl, nil
+	}
+}
+
+// managerRef marks a manager id still to be resolved into its properties.
+type managerRef string
+
+// classify turns SDK errors into the conditions the engine acts on.
+func classify(err error) error {
+	var oe *odataerrors.ODataError
+	if errors.As(err, &oe) {
+		code := ""
+		msg := oe.Error()
+		if e := oe.GetErrorEscaped(); e != nil {
+			if e.GetCode() != nil {
+				code = *e.GetCode()
+			}
+			if e.GetMessage() != nil {
+				msg = *e.GetMessage()
+			}
+		}
+		if strings.EqualFold(code, "syncStateNotFound") || strings.EqualFold(code, "resyncRequired") || oe.ResponseStatusCode == 410 {
+			return fmt.Errorf("graph delta (%d %s): %s: %w", oe.ResponseStatusCode, code, msg, profile.ErrDeltaExpired)
+		}
+		return &Error{Status: oe.ResponseStatusCode, Code: code, Message: msg}
+	}
+	var ae *abstractions.ApiError
+	if errors.As(err, &ae) {
+		if ae.ResponseStatusCode == 410 {
+			return fmt.Errorf("graph delta (410 Gone): %w", profile.ErrDeltaExpired)
+		}
+		return &Error{Status: ae.ResponseStatusCode, Message: ae.Error()}
+	}
+	return fmt.Errorf("graph: %w", err)
+}
+
+// Error is a Graph error answer.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("graph: %d %s: %s", e.Status, e.Code, e.Message)
+	}
+	return fmt.Sprintf("graph: %d: %s", e.Status, e.Message)
+}

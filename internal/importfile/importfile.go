@@ -1,0 +1,274 @@
+// Package importfile writes the JSON files SharePoint's bulk user profile
+// import reads: {"value":[{"IdName":"<id>","Prop":"value",…},…]}, UTF-8
+// with a byte order mark.
+//
+// Unlike PnP, which builds the file by string concatenation and escapes only
+// backslashes, every key and value goes through a JSON string encoder, the
+// file is streamed to disk instead of being held in memory, and a load that
+// would cross SharePoint's limits (500,000 properties or 2 GB per file) is
+// split into several files, one import job each.
+package importfile
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"unicode/utf8"
+)
+
+// The default limits stay a little below SharePoint's documented maxima of
+// 500,000 properties and 2 GB per file.
+const (
+	DefaultMaxProperties       = 499_000
+	DefaultMaxBytes      int64 = 2_000_000_000
+)
+
+// idName is the key of the user's id in every record (profile.IDProperty).
+const idName = "IdName"
+
+// The fixed parts of a file. Each record sits on its own line, so that the
+// line numbers in SharePoint's import logs point at a user.
+const (
+	header    = "\xEF\xBB\xBF" + `{"value":[`
+	firstSep  = "\n"
+	recordSep = ",\n"
+	trailer   = "\n]}\n"
+)
+
+const bufferSize = 256 << 10
+
+// Limits bound one import file. Every key/value pair of a record counts as
+// one property, the IdName pair included. Zero fields take the defaults.
+type Limits struct {
+	MaxProperties int
+	MaxBytes      int64
+}
+
+// KV is one SharePoint property and its value.
+type KV struct {
+	Name, Value string
+}
+
+// File describes one finished import file.
+type File struct {
+	Path       string
+	Records    int
+	Properties int
+	Bytes      int64
+}
+
+// Writer streams records into import files in a directory, starting a new
+// file whenever the next record would cross a limit. After any error from
+// Write or Close, call Abort to remove what was written. A Writer is not
+// safe for concurrent use.
+type Writer struct {
+	dir string
+	lim Limits
+
+	files []File // finished files
+	f     *os.File
+	bw    *bufio.Writer
+	cur   File   // the file being written, when f != nil
+	rec   []byte // the record being encoded, reused
+	err   error  // sticky: set by a failed write or by Close/Abort
+}
+
+var errClosed = errors.New("import file writer is closed")
+
+// NewWriter returns a Writer that creates its files in dir (os.TempDir()
+// when dir is ""), named like "profilesync-*.json". No file is created
+// before the first record.
+func NewWriter(dir string, lim Limits) *Writer {
+	if lim.MaxProperties <= 0 {
+		lim.MaxProperties = DefaultMaxProperties
+	}
+	if lim.MaxBytes <= 0 {
+		lim.MaxBytes = DefaultMaxBytes
+	}
+	return &Writer{dir: dir, lim: lim}
+}
+
+// Write adds one user's record: the id under "IdName", then values in the
+// given order. It fails without writing anything when id is empty, when a
+// value is named IdName (in any case), or when the record alone would not
+// fit in a file within the limits; those errors leave the Writer usable.
+func (w *Writer) Write(id string, values []KV) error {
+	if w.err != nil {
+		return w.err
+	}
+	if id == "" {
+		return errors.New("writing import record: empty id")
+	}
+	for _, kv := range values {
+		if strings.EqualFold(kv.Name, idName) {
+			return fmt.Errorf("writing import record %q: property name %q is reserved for the id", id, kv.Name)
+		}
+	}
+	props := 1 + len(values)
+	w.rec = encodeRecord(w.rec[:0], id, values)
+	size := int64(len(w.rec))
+	if props > w.lim.MaxProperties || int64(len(header)+len(firstSep)+len(trailer))+size > w.lim.MaxBytes {
+		return fmt.Errorf("writing import record %q: %d properties and %d bytes exceed the file limits (%d properties, %d bytes)",
+			id, props, size, w.lim.MaxProperties, w.lim.MaxBytes)
+	}
+	if w.f != nil && (w.cur.Properties+props > w.lim.MaxProperties ||
+		w.cur.Bytes+int64(len(recordSep))+size+int64(len(trailer)) > w.lim.MaxBytes) {
+		if err := w.finish(); err != nil {
+			return err
+		}
+	}
+	sep := recordSep
+	if w.f == nil {
+		if err := w.open(); err != nil {
+			return err
+		}
+		sep = firstSep
+	}
+	w.bw.WriteString(sep)
+	if _, err := w.bw.Write(w.rec); err != nil {
+		w.err = fmt.Errorf("writing import file %s: %w", w.cur.Path, err)
+		return w.err
+	}
+	w.cur.Records++
+	w.cur.Properties += props
+	w.cur.Bytes += int64(len(sep)) + size
+	return nil
+}
+
+// open starts a new file and writes its header.
+func (w *Writer) open() error {
+	f, err := os.CreateTemp(w.dir, "profilesync-*.json")
+	if err != nil {
+		w.err = fmt.Errorf("creating import file: %w", err)
+		return w.err
+	}
+	w.f = f
+	w.cur = File{Path: f.Name(), Bytes: int64(len(header))}
+	if w.bw == nil {
+		w.bw = bufio.NewWriterSize(f, bufferSize)
+	} else {
+		w.bw.Reset(f)
+	}
+	w.bw.WriteString(header)
+	return nil
+}
+
+// finish writes the trailer of the current file and closes it.
+func (w *Writer) finish() error {
+	w.bw.WriteString(trailer)
+	err := w.bw.Flush()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	w.cur.Bytes += int64(len(trailer))
+	w.files = append(w.files, w.cur)
+	w.f = nil
+	if err != nil {
+		w.err = fmt.Errorf("writing import file %s: %w", w.cur.Path, err)
+	}
+	return w.err
+}
+
+// Close finishes the current file and returns every file written, in order.
+// A Writer that received no record writes no file and returns none. The
+// files stay on disk until the caller removes them or calls Abort.
+func (w *Writer) Close() ([]File, error) {
+	if w.err != nil {
+		return nil, w.err
+	}
+	if w.f != nil {
+		if err := w.finish(); err != nil {
+			return nil, err
+		}
+	}
+	w.err = errClosed
+	return w.files, nil
+}
+
+// Abort closes the Writer and removes every file it wrote, finished or not.
+// It may be called at any time, also after Close, and more than once.
+func (w *Writer) Abort() {
+	if w.f != nil {
+		_ = w.f.Close()
+		_ = os.Remove(w.cur.Path)
+		w.f = nil
+	}
+	for _, f := range w.files {
+		_ = os.Remove(f.Path)
+	}
+	w.files = nil
+	w.err = errClosed
+}
+
+// encodeRecord appends {"IdName":id,"name":"value",…} to dst.
+func encodeRecord(dst []byte, id string, values []KV) []byte {
+	dst = append(dst, `{"`+idName+`":`...)
+	dst = appendString(dst, id)
+	for _, kv := range values {
+		dst = append(dst, ',')
+		dst = appendString(dst, kv.Name)
+		dst = append(dst, ':')
+		dst = appendString(dst, kv.Value)
+	}
+	return append(dst, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, byte for byte as encoding/json
+// writes it with HTML escaping off: '"', '\\' and control characters are
+// escaped, as are U+2028 and U+2029 (which break JavaScript consumers);
+// every byte of invalid UTF-8 becomes U+FFFD; all else, including '<', '>'
+// and '&', is written as it is. It allocates nothing when dst has room,
+// which a per-value call through encoding/json cannot promise.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case c == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case c == '\u2028' || c == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

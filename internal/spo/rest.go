@@ -1,0 +1,448 @@
+package spo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// FileInfo describes one file of a folder.
+type FileInfo struct {
+	Name              string
+	ServerRelativeURL string // decoded, e.g. "/sites/hr/Shared Documents/a b.json"
+	Length            int64
+	TimeLastModified  time.Time // zero when SharePoint sent none
+}
+
+// fileMeta is the part of SP.File that profilesync reads.
+type fileMeta struct {
+	Name              string  `json:"Name"`
+	ServerRelativeURL string  `json:"ServerRelativeUrl"`
+	Length            flexInt `json:"Length"`
+	TimeLastModified  string  `json:"TimeLastModified"`
+}
+
+func (m fileMeta) info() FileInfo {
+	fi := FileInfo{Name: m.Name, ServerRelativeURL: m.ServerRelativeURL, Length: int64(m.Length)}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05"} {
+		if t, err := time.Parse(layout, m.TimeLastModified); err == nil {
+			fi.TimeLastModified = t.UTC()
+			break
+		}
+	}
+	return fi
+}
+
+// flexInt reads an Edm.Int64, which SharePoint serializes as a JSON string,
+// from a string or a number.
+type flexInt int64
+
+func (f *flexInt) UnmarshalJSON(b []byte) error {
+	s := string(bytes.Trim(b, `"`))
+	if s == "null" || s == "" {
+		*f = 0
+		return nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("reading integer %s: %w", b, err)
+	}
+	*f = flexInt(v)
+	return nil
+}
+
+// EnsureFolder creates the configured folder path inside its document
+// library, one missing segment at a time. The library itself must exist:
+// creating libraries is an administrator's decision.
+func (c *Client) EnsureFolder(ctx context.Context) error {
+	full := c.FolderPath()
+	ok, err := c.folderExists(ctx, full)
+	if err != nil {
+		return fmt.Errorf("checking folder %q: %w", full, err)
+	}
+	if ok {
+		return nil
+	}
+	p := c.sitePath + "/" + c.folder[0]
+	ok, err = c.folderExists(ctx, p)
+	if err != nil {
+		return fmt.Errorf("checking document library %q: %w", p, err)
+	}
+	if !ok {
+		return fmt.Errorf("document library %q does not exist in site %s%s: create it or correct SPO_FOLDER",
+			c.folder[0], c.origin, c.sitePath)
+	}
+	for _, seg := range c.folder[1:] {
+		p += "/" + seg
+		ok, err := c.folderExists(ctx, p)
+		if err != nil {
+			return fmt.Errorf("checking folder %q: %w", p, err)
+		}
+		if ok {
+			continue
+		}
+		if err := c.createFolder(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// folderExists asks for a folder; SharePoint answers a missing one with 404
+// or with Exists=false, depending on the API generation.
+func (c *Client) folderExists(ctx context.Context, serverRelative string) (bool, error) {
+	resp, err := c.do(ctx, &request{
+		method:     http.MethodGet,
+		path:       "_api/web/GetFolderByServerRelativePath(decodedurl=" + literal(serverRelative) + ")",
+		accept:     acceptJSON,
+		idempotent: true,
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var f struct {
+		Exists *bool `json:"Exists"`
+	}
+	if err := decodeJSON(resp, &f); err != nil {
+		return false, err
+	}
+	return f.Exists == nil || *f.Exists, nil
+}
+
+func (c *Client) createFolder(ctx context.Context, serverRelative string) error {
+	resp, err := c.do(ctx, &request{
+		method:     http.MethodPost,
+		path:       "_api/web/Folders/AddUsingPath(decodedurl=" + literal(serverRelative) + ")",
+		accept:     acceptJSON,
+		idempotent: true,
+	})
+	if err != nil {
+		// Someone else may have created it meanwhile.
+		if ok, cerr := c.folderExists(ctx, serverRelative); cerr == nil && ok {
+			return nil
+		}
+		return fmt.Errorf("creating folder %q: %w", serverRelative, err)
+	}
+	discard(resp)
+	return nil
+}
+
+// Upload writes size bytes read from r to the folder as name, replacing any
+// file of that name, and returns the file's absolute URL.
+//
+// Files up to ChunkSize go in one AddUsingPath request whose body is r
+// itself (retried on throttling only when r is an io.Seeker). Larger files
+// are created empty and then filled with StartUpload / ContinueUpload /
+// FinishUpload, reading one chunk at a time into a single reused buffer; a
+// failed chunked upload is cancelled (best effort) before the error is
+// returned.
+//
+// The URL is percent-encoded (…/Shared%20Documents/…): unlike PnP's raw form
+// it stays a valid URL whatever the names contain (#, %, non-ASCII), and
+// SharePoint accepts both forms as sourceUri.
+func (c *Client) Upload(ctx context.Context, name string, r io.Reader, size int64) (string, error) {
+	if err := checkName(name); err != nil {
+		return "", fmt.Errorf("uploading %q: %w", name, err)
+	}
+	if size < 0 {
+		return "", fmt.Errorf("uploading %q: negative size %d", name, size)
+	}
+	var (
+		m   fileMeta
+		err error
+	)
+	if size <= c.chunkSize {
+		m, err = c.addFile(ctx, name, newStreamBody(r, size))
+	} else {
+		m, err = c.uploadChunked(ctx, name, r, size)
+	}
+	if err != nil {
+		return "", fmt.Errorf("uploading %q to %q: %w", name, c.FolderPath(), err)
+	}
+	if int64(m.Length) != size && m.Length != 0 {
+		return "", fmt.Errorf("uploading %q: sharepoint stored %d bytes, want %d", name, m.Length, size)
+	}
+	sr := m.ServerRelativeURL
+	if sr == "" {
+		sr = c.FolderPath() + "/" + name
+	}
+	return c.origin + escapePath(sr), nil
+}
+
+// addFile sends Files/AddUsingPath with the given body (nil: empty file).
+func (c *Client) addFile(ctx context.Context, name string, body *streamBody) (fileMeta, error) {
+	rq := &request{
+		method: http.MethodPost,
+		path: "_api/web/GetFolderByServerRelativePath(decodedurl=" + literal(c.FolderPath()) +
+			")/Files/AddUsingPath(decodedurl=" + literal(name) + ",overwrite=true)",
+		accept:      acceptJSON,
+		contentType: "application/octet-stream",
+		stream:      body,
+		idempotent:  true, // overwrite=true: sending twice stores the same file
+	}
+	if body == nil {
+		rq.body = []byte{}
+	}
+	resp, err := c.do(ctx, rq)
+	if err != nil {
+		return fileMeta{}, err
+	}
+	var m fileMeta
+	err = decodeJSON(resp, &m)
+	return m, err
+}
+
+func (c *Client) uploadChunked(ctx context.Context, name string, r io.Reader, size int64) (fileMeta, error) {
+	created, err := c.addFile(ctx, name, nil)
+	if err != nil {
+		return fileMeta{}, fmt.Errorf("creating empty file: %w", err)
+	}
+	file := created.ServerRelativeURL
+	if file == "" {
+		file = c.FolderPath() + "/" + name
+	}
+	base := "_api/web/GetFileByServerRelativePath(decodedurl=" + literal(file) + ")/"
+	id := uuid.New().String()
+	buf := make([]byte, c.chunkSize) // the only copy of the data held at a time
+	var offset int64
+	for {
+		n := min(c.chunkSize, size-offset)
+		chunk := buf[:n]
+		if _, err := io.ReadFull(r, chunk); err != nil {
+			if offset > 0 {
+				c.cancelUpload(ctx, base, id)
+			}
+			return fileMeta{}, fmt.Errorf("reading source at offset %d: %w", offset, err)
+		}
+		var op string
+		last := offset+n == size
+		switch {
+		case offset == 0:
+			op = fmt.Sprintf("StartUpload(uploadId=guid'%s')", id)
+		case last:
+			op = fmt.Sprintf("FinishUpload(uploadId=guid'%s',fileOffset=%d)", id, offset)
+		default:
+			op = fmt.Sprintf("ContinueUpload(uploadId=guid'%s',fileOffset=%d)", id, offset)
+		}
+		resp, err := c.do(ctx, &request{
+			method:      http.MethodPost,
+			path:        base + op,
+			accept:      acceptJSON,
+			contentType: "application/octet-stream",
+			body:        chunk,
+			idempotent:  true, // a repeated offset is refused, not applied twice
+		})
+		if err != nil {
+			c.cancelUpload(ctx, base, id)
+			return fileMeta{}, fmt.Errorf("sending bytes %d-%d: %w", offset, offset+n-1, err)
+		}
+		if last {
+			var m fileMeta
+			if err := decodeJSON(resp, &m); err != nil {
+				return fileMeta{}, fmt.Errorf("finishing upload: %w", err)
+			}
+			if m.ServerRelativeURL == "" {
+				m.ServerRelativeURL = file
+			}
+			return m, nil
+		}
+		var v struct {
+			Value json.RawMessage `json:"value"`
+			// verbose answers name the value after the method
+			Start    json.RawMessage `json:"StartUpload"`
+			Continue json.RawMessage `json:"ContinueUpload"`
+		}
+		if err := decodeJSON(resp, &v); err != nil {
+			c.cancelUpload(ctx, base, id)
+			return fileMeta{}, fmt.Errorf("reading upload offset: %w", err)
+		}
+		var got flexInt
+		raw := firstNonEmpty(v.Value, v.Start, v.Continue)
+		if err := got.UnmarshalJSON(raw); err != nil || raw == nil || int64(got) != offset+n {
+			c.cancelUpload(ctx, base, id)
+			return fileMeta{}, fmt.Errorf("sharepoint acknowledged offset %s after sending bytes %d-%d", raw, offset, offset+n-1)
+		}
+		offset += n
+	}
+}
+
+func firstNonEmpty(vs ...json.RawMessage) json.RawMessage {
+	for _, v := range vs {
+		if len(v) > 0 {
+			return v
+		}
+	}
+	return nil
+}
+
+// cancelUpload ends an upload session, best effort: even when ctx is done,
+// and without retries. A failure is logged, not returned.
+func (c *Client) cancelUpload(ctx context.Context, base, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	resp, err := c.do(ctx, &request{
+		method:  http.MethodPost,
+		path:    base + fmt.Sprintf("CancelUpload(uploadId=guid'%s')", id),
+		accept:  acceptJSON,
+		noRetry: true,
+	})
+	if err != nil {
+		c.log.WarnContext(ctx, "cancelling sharepoint upload", "uploadId", id, "err", err)
+		return
+	}
+	discard(resp)
+}
+
+// ListFolder lists the files (not sub-folders) of a folder given by its
+// server-relative path or absolute URL, such as a job's LogFolderUri.
+func (c *Client) ListFolder(ctx context.Context, serverRelativeURL string) ([]FileInfo, error) {
+	p, err := c.resolve(serverRelativeURL)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, &request{
+		method:     http.MethodGet,
+		path:       "_api/web/GetFolderByServerRelativePath(decodedurl=" + literal(p) + ")/Files",
+		accept:     acceptJSON,
+		idempotent: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing folder %q: %w", p, err)
+	}
+	var list struct {
+		Value   []fileMeta `json:"value"`
+		Results []fileMeta `json:"results"` // verbose
+	}
+	if err := decodeJSON(resp, &list); err != nil {
+		return nil, fmt.Errorf("listing folder %q: %w", p, err)
+	}
+	files := make([]FileInfo, 0, len(list.Value)+len(list.Results))
+	for _, m := range append(list.Value, list.Results...) {
+		files = append(files, m.info())
+	}
+	return files, nil
+}
+
+// Download copies a file's bytes, given by absolute URL or server-relative
+// path, to w. A missing file gives an error matching fs.ErrNotExist.
+func (c *Client) Download(ctx context.Context, fileURL string, w io.Writer) error {
+	p, err := c.resolve(fileURL)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, &request{
+		method:     http.MethodGet,
+		path:       "_api/web/GetFileByServerRelativePath(decodedurl=" + literal(p) + ")/$value",
+		accept:     "*/*",
+		idempotent: true,
+	})
+	if err != nil {
+		return fmt.Errorf("downloading %q: %w", p, err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("downloading %q: %w", p, err)
+	}
+	return nil
+}
+
+// Delete removes a file, or else a folder with everything in it, given by
+// server-relative path or absolute URL. Deleting nothing gives an error
+// matching fs.ErrNotExist.
+func (c *Client) Delete(ctx context.Context, serverRelativeURL string) error {
+	p, err := c.resolve(serverRelativeURL)
+	if err != nil {
+		return err
+	}
+	for _, kind := range []string{"GetFileByServerRelativePath", "GetFolderByServerRelativePath"} {
+		resp, err := c.do(ctx, &request{
+			method:     http.MethodPost,
+			path:       "_api/web/" + kind + "(decodedurl=" + literal(p) + ")",
+			header:     http.Header{"X-Http-Method": {"DELETE"}, "If-Match": {"*"}},
+			accept:     acceptJSON,
+			idempotent: true,
+		})
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("deleting %q: %w", p, err)
+		}
+		discard(resp)
+		return nil
+	}
+	return fmt.Errorf("deleting %q: %w", p, fs.ErrNotExist)
+}
+
+// resolve turns a server-relative path or an absolute URL on this site's
+// host into a decoded server-relative path. Server-relative paths are taken
+// as decoded, as SharePoint reports them. Absolute URLs are decoded unless
+// they contain a raw space: SharePoint's own URIs (LogFolderUri, SourceUri)
+// come unencoded, ours percent-encoded. URLs on other hosts are refused so
+// the site's token never leaves it.
+func (c *Client) resolve(s string) (string, error) {
+	var p string
+	switch {
+	case strings.HasPrefix(s, "/") && !strings.HasPrefix(s, "//"):
+		p = s
+	case len(s) >= len(c.origin) && strings.EqualFold(s[:len(c.origin)], c.origin) &&
+		(len(s) == len(c.origin) || s[len(c.origin)] == '/'):
+		p = s[len(c.origin):]
+		if !strings.Contains(p, " ") {
+			enc, _, _ := strings.Cut(p, "?")
+			enc, _, _ = strings.Cut(enc, "#")
+			dec, err := url.PathUnescape(enc)
+			if err != nil {
+				return "", fmt.Errorf("spo: bad URL %q: %w", s, err)
+			}
+			p = dec
+		}
+	default:
+		return "", fmt.Errorf("spo: %q is not a server-relative path or a URL on %s", s, c.origin)
+	}
+	if p = strings.TrimRight(p, "/"); p == "" {
+		return "", fmt.Errorf("spo: %q names the site root, not a file or folder", s)
+	}
+	return p, nil
+}
+
+// escapePath percent-encodes a decoded path, keeping its slashes.
+func escapePath(p string) string { return escape(p, "/") }
+
+// literal quotes s as an OData string literal inside a URL path: quotes are
+// doubled, then everything but unreserved characters, '/' and the quotes
+// is percent-encoded (spaces, '#', '%', '+', '&', non-ASCII).
+func literal(s string) string {
+	return "'" + escape(strings.ReplaceAll(s, "'", "''"), "/'") + "'"
+}
+
+func escape(s, keep string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if 'a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' ||
+			strings.IndexByte("-._~", ch) >= 0 || strings.IndexByte(keep, ch) >= 0 {
+			b.WriteByte(ch)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[ch>>4])
+		b.WriteByte(hex[ch&15])
+	}
+	return b.String()
+}

@@ -1,0 +1,443 @@
+// Package syncer is profilesync's engine: it reads users changed in Entra ID,
+// turns them into SharePoint bulk-import files through the mapping, uploads
+// and queues those files, and only then advances the stored delta link.
+//
+// A run has one commit point, in this order:
+//
+//  1. read mapping.json and state.json from blob storage;
+//  2. read users from Graph (delta round, or a full round when there is no
+//     usable delta link or the mapping changed) into import files on local
+//     disk, split below SharePoint's limits;
+//  3. upload each file, queue its import job and record the job id in the
+//     run record at once (a crash never loses a job id);
+//  4. save the new delta link in state.json, conditionally on its ETag;
+//  5. write the final run record and schedule the first status poll per job.
+//
+// Any failure before step 4 leaves the stored delta link untouched, so the
+// next run sends the same users again; SharePoint's import is idempotent.
+//
+// The engine talks to the outside world only through the small interfaces
+// below; it imports no Azure SDK.
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/profilesync/profilesync/internal/importfile"
+	"github.com/profilesync/profilesync/internal/mapping"
+	"github.com/profilesync/profilesync/internal/profile"
+)
+
+// Blob names in the state container.
+const (
+	MappingBlob = "mapping.json"
+	StateBlob   = "state.json"
+	RunsPrefix  = "runs/"
+	JobsPrefix  = "jobs/"
+)
+
+// Source reads users from Entra ID.
+type Source interface {
+	// Delta runs one delta round ("" = initial round), calling fn per user,
+	// and returns the new delta link. A link Graph no longer honours yields
+	// an error wrapping profile.ErrDeltaExpired.
+	Delta(ctx context.Context, sel profile.Selection, deltaLink string, fn func(profile.User) error) (string, error)
+}
+
+// Target is SharePoint: the library receiving import files and the bulk
+// import API.
+type Target interface {
+	EnsureFolder(ctx context.Context) error
+	Upload(ctx context.Context, name string, r io.Reader, size int64) (fileURL string, err error)
+	QueueImport(ctx context.Context, idType profile.IDType, idProperty string, propertyMap map[string]string, sourceURI string) (jobID string, err error)
+}
+
+// Blobs reads and writes small named documents. Get wraps fs.ErrNotExist
+// for a missing blob; conditional writes wrap profile.ErrStale when the
+// precondition fails. Put with ifMatch "" is unconditional.
+type Blobs interface {
+	Get(ctx context.Context, name string) (data []byte, etag string, err error)
+	Put(ctx context.Context, name string, data []byte, ifMatch string) (etag string, err error)
+	Create(ctx context.Context, name string, data []byte) (etag string, err error)
+}
+
+// Scheduler sends a message that becomes visible after delay.
+type Scheduler interface {
+	Schedule(ctx context.Context, msg []byte, delay time.Duration) error
+}
+
+// LockFunc takes the sync lock; it returns an error wrapping profile.ErrBusy
+// when another sync holds it, and a function releasing it.
+type LockFunc func(ctx context.Context) (release func(context.Context) error, err error)
+
+// Engine runs syncs. All fields but Log, Now, TempDir and Limits are required.
+type Engine struct {
+	Source    Source
+	Target    Target
+	Blobs     Blobs
+	Scheduler Scheduler
+	Lock      LockFunc
+	Log       *slog.Logger
+	Now       func() time.Time
+	// TempDir holds import files while a run builds them ("" = os.TempDir()).
+	TempDir string
+	// Limits split import files below SharePoint's limits (zero = defaults).
+	Limits importfile.Limits
+	// FirstPoll is the delay of the status poll a run schedules per job.
+	FirstPoll time.Duration
+}
+
+// Mode says how users are read.
+type Mode string
+
+// Modes of a run.
+const (
+	ModeAuto  Mode = ""      // delta when possible, else full
+	ModeDelta Mode = "delta" // same as auto: a delta round needs a usable link
+	ModeFull  Mode = "full"  // an initial delta round: every user
+)
+
+// Options of one run.
+type Options struct {
+	Mode    Mode
+	WhatIf  bool   // build and upload the files, queue nothing, keep the delta link (PnP's -WhatIf)
+	Trigger string // "timer", "cli", "http": recorded in the run
+}
+
+// State is state.json.
+type State struct {
+	DeltaLink   string    `json:"deltaLink,omitempty"`
+	MappingHash string    `json:"mappingHash,omitempty"`
+	LastRunID   string    `json:"lastRunId,omitempty"`
+	Updated     time.Time `json:"updated"`
+}
+
+// Run is the record of one run, stored as runs/<id>.json.
+type Run struct {
+	ID          string         `json:"runId"`
+	Trigger     string         `json:"trigger,omitempty"`
+	Mode        Mode           `json:"mode"`
+	Reason      string         `json:"reason,omitempty"` // why this mode
+	WhatIf      bool           `json:"whatIf,omitempty"`
+	Status      string         `json:"status"` // running, succeeded, failed
+	Error       string         `json:"error,omitempty"`
+	Started     time.Time      `json:"started"`
+	Finished    time.Time      `json:"finished,omitzero"`
+	DurationMS  int64          `json:"durationMs,omitempty"`
+	MappingHash string         `json:"mappingHash,omitempty"`
+	Read        int            `json:"usersRead"`
+	Sent        int            `json:"usersSent"`
+	Skipped     map[string]int `json:"usersSkipped,omitempty"` // by reason: deleted, guest, disabled, no-id
+	Files       []FileRecord   `json:"files,omitempty"`
+	JobIDs      []string       `json:"jobIds,omitempty"`
+	DeltaSaved  bool           `json:"deltaLinkSaved"`
+	PollsQueued bool           `json:"statusPollsQueued,omitempty"`
+}
+
+// FileRecord describes one import file of a run.
+type FileRecord struct {
+	Name       string `json:"name"`
+	URL        string `json:"url,omitempty"`
+	Records    int    `json:"records"`
+	Properties int    `json:"properties"`
+	Bytes      int64  `json:"bytes"`
+	JobID      string `json:"jobId,omitempty"`
+}
+
+// PollMessage is the body of a status-poll queue message.
+type PollMessage struct {
+	JobID    string    `json:"jobId"`
+	RunID    string    `json:"runId,omitempty"`
+	QueuedAt time.Time `json:"queuedAt"`
+	Attempt  int       `json:"attempt"`
+}
+
+// Status values of a Run.
+const (
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+)
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (e *Engine) log() *slog.Logger {
+	if e.Log != nil {
+		return e.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// NewRunID returns a time-ordered run id such as 20261128T183000Z-1a2b3c4d.
+func NewRunID(t time.Time) string {
+	return t.UTC().Format("20060102T150405Z") + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:8]
+}
+
+// Sync performs one run. It returns the run record (also when the run
+// failed after it started) and the error that ended it. A run that could
+// not take the lock returns an error wrapping profile.ErrBusy and no record.
+func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
+	release, err := e.Lock(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("taking the sync lock: %w", err)
+	}
+	defer func() {
+		if err := release(context.WithoutCancel(ctx)); err != nil {
+			e.log().Warn("releasing the sync lock", "err", err)
+		}
+	}()
+
+	start := e.now()
+	run := &Run{ID: NewRunID(start), Trigger: opts.Trigger, WhatIf: opts.WhatIf, Status: StatusRunning, Started: start}
+	log := e.log().With("run", run.ID)
+	err = e.sync(ctx, log, run, opts)
+	run.Finished = e.now()
+	run.DurationMS = run.Finished.Sub(run.Started).Milliseconds()
+	if err != nil {
+		run.Status = StatusFailed
+		run.Error = err.Error()
+	} else {
+		run.Status = StatusSucceeded
+	}
+	if perr := e.putRun(context.WithoutCancel(ctx), run); perr != nil {
+		log.Error("writing the run record", "err", perr)
+		if err == nil {
+			err = perr
+		}
+	}
+	if err != nil {
+		log.Error("sync failed", "mode", run.Mode, "err", err)
+		return run, err
+	}
+	log.Info("sync done", "mode", run.Mode, "reason", run.Reason, "whatIf", run.WhatIf,
+		"read", run.Read, "sent", run.Sent, "skipped", run.Skipped, "files", len(run.Files),
+		"jobs", run.JobIDs, "duration", time.Duration(run.DurationMS)*time.Millisecond)
+	return run, nil
+}
+
+func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Options) error {
+	m, err := e.LoadMapping(ctx)
+	if err != nil {
+		return err
+	}
+	run.MappingHash = m.Hash()
+	state, etag, err := e.LoadState(ctx)
+	if err != nil {
+		return err
+	}
+	link := state.DeltaLink
+	switch {
+	case opts.Mode == ModeFull:
+		run.Mode, run.Reason, link = ModeFull, "full sync requested", ""
+	case link == "":
+		run.Mode, run.Reason = ModeFull, "no delta link yet (first run)"
+	case state.MappingHash != run.MappingHash:
+		run.Mode, run.Reason, link = ModeFull, "the mapping changed since the last sync", ""
+	default:
+		run.Mode = ModeDelta
+	}
+	log.Info("sync starting", "mode", run.Mode, "reason", run.Reason, "trigger", run.Trigger, "whatIf", opts.WhatIf)
+
+	files, next, err := e.read(ctx, log, m, run, link)
+	if errors.Is(err, profile.ErrDeltaExpired) && link != "" {
+		log.Warn("the delta link is no longer valid; running a full sync", "err", err)
+		run.Mode, run.Reason, link = ModeFull, "delta link expired or reset by Graph", ""
+		files, next, err = e.read(ctx, log, m, run, "")
+	}
+	if err != nil {
+		return err
+	}
+	defer removeFiles(files)
+
+	if len(files) > 0 {
+		if err := e.Target.EnsureFolder(ctx); err != nil {
+			return fmt.Errorf("preparing the SharePoint folder: %w", err)
+		}
+	}
+	stamp := run.Started.Format("20060102150405")
+	for i, f := range files {
+		rec := FileRecord{
+			Name:    fmt.Sprintf("userprofilesyncdata-%s-%s.json", stamp, strings.ReplaceAll(uuid.NewString(), "-", "")),
+			Records: f.Records, Properties: f.Properties, Bytes: f.Bytes,
+		}
+		url, err := e.upload(ctx, f, rec.Name)
+		if err != nil {
+			return fmt.Errorf("uploading import file %d of %d: %w", i+1, len(files), err)
+		}
+		rec.URL = url
+		log.Info("import file uploaded", "file", rec.Name, "records", rec.Records, "bytes", rec.Bytes, "url", url)
+		if !opts.WhatIf {
+			id, err := e.Target.QueueImport(ctx, m.IDType, profile.IDProperty, m.PropertyMap(), url)
+			if err != nil {
+				run.Files = append(run.Files, rec)
+				return fmt.Errorf("queueing the import of %s: %w", rec.Name, err)
+			}
+			rec.JobID = id
+			run.JobIDs = append(run.JobIDs, id)
+			log.Info("import job queued", "job", id, "file", rec.Name)
+		}
+		run.Files = append(run.Files, rec)
+		if err := e.putRun(ctx, run); err != nil { // job ids reach storage before anything else happens
+			return err
+		}
+	}
+
+	if opts.WhatIf {
+		log.Info("what-if: files uploaded, nothing queued, delta link kept", "files", len(run.Files))
+		return nil
+	}
+	newState := State{DeltaLink: next, MappingHash: run.MappingHash, LastRunID: run.ID, Updated: e.now()}
+	if err := e.saveState(ctx, newState, etag); err != nil {
+		return err
+	}
+	run.DeltaSaved = true
+
+	if len(run.JobIDs) > 0 {
+		if err := e.schedulePolls(ctx, run); err != nil {
+			// The jobs are queued and recorded; only the follow-up is missing.
+			log.Error("scheduling status polls", "err", err)
+		} else {
+			run.PollsQueued = true
+		}
+	} else {
+		log.Info("nobody changed: no import file, no job; delta link advanced")
+	}
+	return nil
+}
+
+// read runs one Graph round into import files.
+func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping, run *Run, link string) ([]importfile.File, string, error) {
+	run.Read, run.Sent, run.Skipped = 0, 0, map[string]int{}
+	w := importfile.NewWriter(e.TempDir, e.Limits)
+	kvs := make([]importfile.KV, 0, len(m.Properties))
+	sel := profile.Selection{Properties: m.Select(), Manager: m.ManagerSelect()}
+	next, err := e.Source.Delta(ctx, sel, link, func(u profile.User) error {
+		run.Read++
+		rec, skip := m.Apply(u)
+		if skip != "" {
+			run.Skipped[string(skip)]++
+			return nil
+		}
+		kvs = kvs[:0]
+		for _, kv := range rec.Values {
+			kvs = append(kvs, importfile.KV{Name: kv.Name, Value: kv.Value})
+		}
+		if err := w.Write(rec.ID, kvs); err != nil {
+			return fmt.Errorf("writing the import file: %w", err)
+		}
+		run.Sent++
+		return nil
+	})
+	if err != nil {
+		w.Abort()
+		return nil, "", fmt.Errorf("reading users from Graph: %w", err)
+	}
+	files, err := w.Close()
+	if err != nil {
+		w.Abort()
+		return nil, "", fmt.Errorf("finishing the import files: %w", err)
+	}
+	log.Info("users read", "read", run.Read, "sent", run.Sent, "skipped", run.Skipped, "files", len(files))
+	return files, next, nil
+}
+
+func (e *Engine) upload(ctx context.Context, f importfile.File, name string) (string, error) {
+	fh, err := os.Open(f.Path)
+	if err != nil {
+		return "", err
+	}
+	defer fh.Close()
+	return e.Target.Upload(ctx, name, fh, f.Bytes)
+}
+
+func removeFiles(files []importfile.File) {
+	for _, f := range files {
+		os.Remove(f.Path)
+	}
+}
+
+// LoadMapping reads and validates mapping.json.
+func (e *Engine) LoadMapping(ctx context.Context) (*mapping.Mapping, error) {
+	data, _, err := e.Blobs.Get(ctx, MappingBlob)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no %s in the state container: upload a mapping first (see README, \"The mapping\")", MappingBlob)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", MappingBlob, err)
+	}
+	m, err := mapping.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("invalid %s: %w", MappingBlob, err)
+	}
+	return m, nil
+}
+
+// LoadState reads state.json and its ETag ("" when there is none yet).
+func (e *Engine) LoadState(ctx context.Context) (State, string, error) {
+	var st State
+	data, etag, err := e.Blobs.Get(ctx, StateBlob)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, "", nil
+	}
+	if err != nil {
+		return st, "", fmt.Errorf("reading %s: %w", StateBlob, err)
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, "", fmt.Errorf("reading %s: %w", StateBlob, err)
+	}
+	return st, etag, nil
+}
+
+func (e *Engine) saveState(ctx context.Context, st State, etag string) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if etag == "" {
+		_, err = e.Blobs.Create(ctx, StateBlob, data)
+	} else {
+		_, err = e.Blobs.Put(ctx, StateBlob, data, etag)
+	}
+	if err != nil {
+		return fmt.Errorf("saving the delta link in %s: %w", StateBlob, err)
+	}
+	return nil
+}
+
+func (e *Engine) putRun(ctx context.Context, run *Run) error {
+	data, err := json.MarshalIndent(run, "", "  ")
+	if err != nil {
+		return err
+	}
+	if _, err := e.Blobs.Put(ctx, RunsPrefix+run.ID+".json", data, ""); err != nil {
+		return fmt.Errorf("writing the run record: %w", err)
+	}
+	return nil
+}
+
+func (e *Engine) schedulePolls(ctx context.Context, run *Run) error {
+	var errs []error
+	for _, id := range run.JobIDs {
+		msg, _ := json.Marshal(PollMessage{JobID: id, RunID: run.ID, QueuedAt: e.now(), Attempt: 1})
+		if err := e.Scheduler.Schedule(ctx, msg, e.FirstPoll); err != nil {
+			errs = append(errs, fmt.Errorf("job %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}

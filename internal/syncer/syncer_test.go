@@ -1,0 +1,514 @@
+package syncer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/profilesync/profilesync/internal/importfile"
+	"github.com/profilesync/profilesync/internal/profile"
+)
+
+// fakeSource serves one delta round per link from rounds; "" is the initial round.
+type fakeSource struct {
+	rounds map[string][]profile.User
+	next   map[string]string // link -> next link
+	errFor map[string]error
+	calls  []string
+	sels   []profile.Selection
+}
+
+func (s *fakeSource) Delta(ctx context.Context, sel profile.Selection, link string, fn func(profile.User) error) (string, error) {
+	s.calls = append(s.calls, link)
+	s.sels = append(s.sels, sel)
+	if err := s.errFor[link]; err != nil {
+		return "", err
+	}
+	for _, u := range s.rounds[link] {
+		if err := fn(u); err != nil {
+			return "", err
+		}
+	}
+	return s.next[link], nil
+}
+
+type upload struct {
+	name string
+	data []byte
+}
+
+type fakeTarget struct {
+	uploads   []upload
+	queued    []string // source URIs
+	idType    []profile.IDType
+	propMaps  []map[string]string
+	failUp    error
+	failQueue error
+}
+
+func (t *fakeTarget) EnsureFolder(context.Context) error { return nil }
+
+func (t *fakeTarget) Upload(_ context.Context, name string, r io.Reader, size int64) (string, error) {
+	if t.failUp != nil {
+		return "", t.failUp
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return "", err
+	}
+	if int64(len(data)) != size {
+		return "", fmt.Errorf("size %d != %d", len(data), size)
+	}
+	t.uploads = append(t.uploads, upload{name, data})
+	return "https://contoso.sharepoint.com/sites/s/Shared Documents/" + name, nil
+}
+
+func (t *fakeTarget) QueueImport(_ context.Context, idType profile.IDType, idProp string, pm map[string]string, uri string) (string, error) {
+	if t.failQueue != nil {
+		return "", t.failQueue
+	}
+	if idProp != profile.IDProperty {
+		return "", fmt.Errorf("id property %q", idProp)
+	}
+	t.queued = append(t.queued, uri)
+	t.idType = append(t.idType, idType)
+	t.propMaps = append(t.propMaps, pm)
+	return fmt.Sprintf("00000000-0000-0000-0000-%012d", len(t.queued)), nil
+}
+
+type memBlobs struct {
+	mu    sync.Mutex
+	data  map[string][]byte
+	etags map[string]string
+	n     int
+}
+
+func newMemBlobs() *memBlobs {
+	return &memBlobs{data: map[string][]byte{}, etags: map[string]string{}}
+}
+
+func (b *memBlobs) Get(_ context.Context, name string) ([]byte, string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d, ok := b.data[name]
+	if !ok {
+		return nil, "", fmt.Errorf("blob %s: %w", name, fs.ErrNotExist)
+	}
+	return append([]byte(nil), d...), b.etags[name], nil
+}
+
+func (b *memBlobs) put(name string, data []byte) string {
+	b.n++
+	b.data[name] = append([]byte(nil), data...)
+	b.etags[name] = strconv.Itoa(b.n)
+	return b.etags[name]
+}
+
+func (b *memBlobs) Put(_ context.Context, name string, data []byte, ifMatch string) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ifMatch != "" && b.etags[name] != ifMatch {
+		return "", fmt.Errorf("blob %s: %w", name, profile.ErrStale)
+	}
+	return b.put(name, data), nil
+}
+
+func (b *memBlobs) Create(_ context.Context, name string, data []byte) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.data[name]; ok {
+		return "", fmt.Errorf("blob %s: %w", name, profile.ErrStale)
+	}
+	return b.put(name, data), nil
+}
+
+type sched struct {
+	msgs   [][]byte
+	delays []time.Duration
+}
+
+func (s *sched) Schedule(_ context.Context, msg []byte, d time.Duration) error {
+	s.msgs = append(s.msgs, msg)
+	s.delays = append(s.delays, d)
+	return nil
+}
+
+const goodMapping = `{"idType":"CloudId","properties":{"CostCenter":"extension_4f1e9c2ab5d34c5e8c1f2a3b4c5d6e7f_costCenter","Phones":"businessPhones","ManagerEmail":"manager.mail"}}`
+
+func user(id string, props map[string]any) profile.User {
+	p := map[string]any{"id": id, "userPrincipalName": id + "@contoso.com", "mail": id + "@contoso.com", "userType": "Member", "accountEnabled": true}
+	for k, v := range props {
+		p[k] = v
+	}
+	return profile.User{ID: id, Props: p}
+}
+
+type fixture struct {
+	src    *fakeSource
+	tgt    *fakeTarget
+	blobs  *memBlobs
+	sched  *sched
+	eng    *Engine
+	locked bool
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{
+		src: &fakeSource{
+			rounds: map[string][]profile.User{
+				"": {
+					user("u1", map[string]any{"extension_4f1e9c2ab5d34c5e8c1f2a3b4c5d6e7f_costCenter": `CC "1" \ x`, "businessPhones": []any{"1", "2"}, "manager": map[string]any{"id": "m", "mail": "boss@contoso.com"}}),
+					user("u2", map[string]any{"userType": "Guest"}),
+					user("u3", map[string]any{"accountEnabled": false}),
+					{ID: "u4", Removed: true, Props: map[string]any{"id": "u4"}},
+				},
+				"link1": {user("u5", map[string]any{"manager": nil})},
+				"link2": {},
+			},
+			next:   map[string]string{"": "link1", "link1": "link2", "link2": "link3"},
+			errFor: map[string]error{},
+		},
+		tgt:   &fakeTarget{},
+		blobs: newMemBlobs(),
+		sched: &sched{},
+	}
+	f.blobs.put(MappingBlob, []byte(goodMapping))
+	clock := time.Date(2026, 11, 28, 18, 30, 0, 0, time.UTC)
+	f.eng = &Engine{
+		Source: f.src, Target: f.tgt, Blobs: f.blobs, Scheduler: f.sched,
+		Lock: func(context.Context) (func(context.Context) error, error) {
+			if f.locked {
+				return nil, fmt.Errorf("lease: %w", profile.ErrBusy)
+			}
+			f.locked = true
+			return func(context.Context) error { f.locked = false; return nil }, nil
+		},
+		Now:       func() time.Time { clock = clock.Add(time.Second); return clock },
+		TempDir:   t.TempDir(),
+		FirstPoll: time.Minute,
+	}
+	return f
+}
+
+func (f *fixture) state(t *testing.T) State {
+	t.Helper()
+	var st State
+	if d, ok := f.blobs.data[StateBlob]; ok {
+		if err := json.Unmarshal(d, &st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+// records parses an uploaded import file into its records.
+func records(t *testing.T, data []byte) []map[string]string {
+	t.Helper()
+	if !bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) {
+		t.Fatalf("import file has no UTF-8 BOM: %q", data[:min(len(data), 20)])
+	}
+	var doc struct {
+		Value []map[string]string `json:"value"`
+	}
+	if err := json.Unmarshal(data[3:], &doc); err != nil {
+		t.Fatalf("import file is not valid JSON: %v\n%s", err, data)
+	}
+	return doc.Value
+}
+
+func TestFirstRunIsFullAndCommitsInOrder(t *testing.T) {
+	f := newFixture(t)
+	run, err := f.eng.Sync(context.Background(), Options{Trigger: "timer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Mode != ModeFull || !strings.Contains(run.Reason, "first run") {
+		t.Errorf("mode %q reason %q, want full because first run", run.Mode, run.Reason)
+	}
+	if run.Read != 4 || run.Sent != 1 {
+		t.Errorf("read %d sent %d, want 4 and 1", run.Read, run.Sent)
+	}
+	wantSkips := map[string]int{"guest": 1, "disabled": 1, "deleted": 1}
+	for k, v := range wantSkips {
+		if run.Skipped[k] != v {
+			t.Errorf("skipped[%s] = %d, want %d (all: %v)", k, run.Skipped[k], v, run.Skipped)
+		}
+	}
+	if len(f.tgt.uploads) != 1 || len(f.tgt.queued) != 1 {
+		t.Fatalf("uploads %d queued %d, want 1 and 1", len(f.tgt.uploads), len(f.tgt.queued))
+	}
+	name := f.tgt.uploads[0].name
+	if !strings.HasPrefix(name, "userprofilesyncdata-20261128183001-") || len(name) != len("userprofilesyncdata-20261128183001-")+32+5 {
+		t.Errorf("file name %q does not follow userprofilesyncdata-<yyyyMMddHHmmss>-<guid32>.json", name)
+	}
+	recs := records(t, f.tgt.uploads[0].data)
+	want := map[string]string{"IdName": "u1", "CostCenter": `CC "1" \ x`, "Phones": "1,2", "ManagerEmail": "boss@contoso.com"}
+	if len(recs) != 1 || fmt.Sprint(recs[0]) != fmt.Sprint(want) {
+		t.Errorf("records = %v, want [%v]", recs, want)
+	}
+	if f.tgt.idType[0] != profile.CloudID {
+		t.Errorf("idType %v", f.tgt.idType[0])
+	}
+	if pm := f.tgt.propMaps[0]; pm["CostCenter"] != "CostCenter" || len(pm) != 3 {
+		t.Errorf("property map %v, want identity map of the 3 SharePoint properties", pm)
+	}
+	st := f.state(t)
+	if st.DeltaLink != "link1" || st.MappingHash != run.MappingHash || st.LastRunID != run.ID {
+		t.Errorf("state %+v", st)
+	}
+	if len(f.sched.msgs) != 1 || f.sched.delays[0] != time.Minute {
+		t.Fatalf("polls %v delays %v", f.sched.msgs, f.sched.delays)
+	}
+	var pm PollMessage
+	if err := json.Unmarshal(f.sched.msgs[0], &pm); err != nil || pm.JobID != run.JobIDs[0] || pm.RunID != run.ID {
+		t.Errorf("poll message %s (%v)", f.sched.msgs[0], err)
+	}
+	var stored Run
+	if err := json.Unmarshal(f.blobs.data[RunsPrefix+run.ID+".json"], &stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored.Status != StatusSucceeded || len(stored.JobIDs) != 1 || !stored.DeltaSaved || !stored.PollsQueued {
+		t.Errorf("stored run %+v", stored)
+	}
+	if f.locked {
+		t.Error("lock not released")
+	}
+	if len(f.src.sels) != 1 || !contains(f.src.sels[0].Properties, "businessPhones") || !contains(f.src.sels[0].Manager, "mail") {
+		t.Errorf("selection %+v", f.src.sels)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestSecondRunUsesDeltaLinkAndEmptyRoundAdvances(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.eng.Sync(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := f.eng.Sync(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Mode != ModeDelta || f.src.calls[1] != "link1" {
+		t.Errorf("second run mode %q calls %v", run.Mode, f.src.calls)
+	}
+	recs := records(t, f.tgt.uploads[1].data)
+	if len(recs) != 1 || recs[0]["IdName"] != "u5" || recs[0]["ManagerEmail"] != "" {
+		t.Errorf("second file %v, want only u5 with ManagerEmail cleared", recs)
+	}
+	// Third round: nobody changed.
+	run, err = f.eng.Sync(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.tgt.uploads) != 2 || len(run.JobIDs) != 0 || len(run.Files) != 0 {
+		t.Errorf("empty round uploaded %d files, jobs %v", len(f.tgt.uploads), run.JobIDs)
+	}
+	if st := f.state(t); st.DeltaLink != "link3" {
+		t.Errorf("delta link %q after an empty round, want link3", st.DeltaLink)
+	}
+}
+
+func TestFullRoundWhenMappingChangesOrTokenExpires(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.eng.Sync(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	f.blobs.put(MappingBlob, []byte(`{"idType":"CloudId","properties":{"Phones":"businessPhones"}}`))
+	run, err := f.eng.Sync(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Mode != ModeFull || !strings.Contains(run.Reason, "mapping changed") || f.src.calls[1] != "" {
+		t.Errorf("mode %q reason %q calls %v", run.Mode, run.Reason, f.src.calls)
+	}
+	// Now link1 is stored; make it expire.
+	f.src.errFor["link1"] = fmt.Errorf("graph 400 syncStateNotFound: %w", profile.ErrDeltaExpired)
+	run, err = f.eng.Sync(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Mode != ModeFull || !strings.Contains(run.Reason, "expired") {
+		t.Errorf("after expiry: mode %q reason %q", run.Mode, run.Reason)
+	}
+	if got := f.src.calls[len(f.src.calls)-2:]; got[0] != "link1" || got[1] != "" {
+		t.Errorf("calls %v, want link1 then a full round", f.src.calls)
+	}
+	if st := f.state(t); st.DeltaLink != "link1" {
+		t.Errorf("delta link %q", st.DeltaLink)
+	}
+}
+
+func TestFailuresKeepTheDeltaLink(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(f *fixture)
+		files int
+	}{
+		{"upload fails", func(f *fixture) { f.tgt.failUp = errors.New("503 server too busy") }, 0},
+		{"queue fails", func(f *fixture) { f.tgt.failQueue = errors.New("Property Names [X] are editable by user.") }, 1},
+		{"graph fails", func(f *fixture) { f.src.errFor["link1"] = errors.New("graph: 500") }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			ctx := context.Background()
+			if _, err := f.eng.Sync(ctx, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			before := f.state(t)
+			tc.setup(f)
+			run, err := f.eng.Sync(ctx, Options{})
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			if run == nil || run.Status != StatusFailed || run.DeltaSaved || len(run.Files) != tc.files {
+				t.Fatalf("run %+v", run)
+			}
+			if after := f.state(t); after != before {
+				t.Errorf("state changed on failure: %+v -> %+v", before, after)
+			}
+			var stored Run
+			if err := json.Unmarshal(f.blobs.data[RunsPrefix+run.ID+".json"], &stored); err != nil || stored.Status != StatusFailed || stored.Error == "" {
+				t.Errorf("failed run not recorded: %+v %v", stored, err)
+			}
+			// The next run sends the same users again.
+			f.tgt.failUp, f.tgt.failQueue = nil, nil
+			delete(f.src.errFor, "link1")
+			if _, err := f.eng.Sync(ctx, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			last := f.tgt.uploads[len(f.tgt.uploads)-1]
+			if recs := records(t, last.data); len(recs) != 1 || recs[0]["IdName"] != "u5" {
+				t.Errorf("retry sent %v, want u5 again", recs)
+			}
+		})
+	}
+}
+
+func TestBadMappingReadsAndUploadsNothing(t *testing.T) {
+	f := newFixture(t)
+	f.blobs.put(MappingBlob, []byte(`{"idType":"Upn","properties":{"":"mail","X":"mobilPhone"},"extra":1}`))
+	run, err := f.eng.Sync(context.Background(), Options{})
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{"idType", "mobilPhone", "extra"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if len(f.src.calls) != 0 || len(f.tgt.uploads) != 0 {
+		t.Errorf("graph calls %v uploads %d", f.src.calls, len(f.tgt.uploads))
+	}
+	if run == nil || run.Status != StatusFailed {
+		t.Errorf("run %+v", run)
+	}
+}
+
+func TestMissingMappingSaysWhatToDo(t *testing.T) {
+	f := newFixture(t)
+	delete(f.blobs.data, MappingBlob)
+	_, err := f.eng.Sync(context.Background(), Options{})
+	if err == nil || !strings.Contains(err.Error(), "upload a mapping") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestWhatIfUploadsButQueuesNothingAndKeepsLink(t *testing.T) {
+	f := newFixture(t)
+	run, err := f.eng.Sync(context.Background(), Options{WhatIf: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.tgt.uploads) != 1 || len(f.tgt.queued) != 0 || len(f.sched.msgs) != 0 {
+		t.Errorf("uploads %d queued %d polls %d", len(f.tgt.uploads), len(f.tgt.queued), len(f.sched.msgs))
+	}
+	if run.Files[0].URL == "" || run.DeltaSaved {
+		t.Errorf("run %+v", run)
+	}
+	if _, ok := f.blobs.data[StateBlob]; ok {
+		t.Error("what-if wrote state.json")
+	}
+}
+
+func TestBusyLockDoesNothing(t *testing.T) {
+	f := newFixture(t)
+	f.locked = true
+	run, err := f.eng.Sync(context.Background(), Options{})
+	if !errors.Is(err, profile.ErrBusy) || run != nil {
+		t.Fatalf("run %v err %v", run, err)
+	}
+	if len(f.src.calls) != 0 {
+		t.Error("read users while another sync holds the lock")
+	}
+}
+
+func TestStateChangedDuringRunIsAnError(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.eng.Sync(ctx, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// Someone rewrites state.json while the next run reads Graph.
+	src := f.src
+	f.eng.Source = sourceFunc(func(ctx context.Context, sel profile.Selection, link string, fn func(profile.User) error) (string, error) {
+		f.blobs.put(StateBlob, []byte(`{"deltaLink":"other"}`))
+		return src.Delta(ctx, sel, link, fn)
+	})
+	_, err := f.eng.Sync(ctx, Options{})
+	if !errors.Is(err, profile.ErrStale) {
+		t.Fatalf("err = %v, want ErrStale", err)
+	}
+	if st := f.state(t); st.DeltaLink != "other" {
+		t.Errorf("state overwritten: %+v", st)
+	}
+}
+
+type sourceFunc func(context.Context, profile.Selection, string, func(profile.User) error) (string, error)
+
+func (s sourceFunc) Delta(ctx context.Context, sel profile.Selection, link string, fn func(profile.User) error) (string, error) {
+	return s(ctx, sel, link, fn)
+}
+
+func TestSplitsIntoSeveralFilesAndJobs(t *testing.T) {
+	f := newFixture(t)
+	var many []profile.User
+	for i := range 10 {
+		many = append(many, user(fmt.Sprintf("x%02d", i), map[string]any{"businessPhones": []any{"1"}, "manager": nil}))
+	}
+	f.src.rounds[""] = many
+	f.eng.Limits = importfile.Limits{MaxProperties: 12, MaxBytes: 1 << 20} // 4 pairs per user -> 3 users per file
+	run, err := f.eng.Sync(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(run.Files) != 4 || len(run.JobIDs) != 4 || len(f.sched.msgs) != 4 {
+		t.Fatalf("files %d jobs %d polls %d, want 4 each", len(run.Files), len(run.JobIDs), len(f.sched.msgs))
+	}
+	total := 0
+	for _, u := range f.tgt.uploads {
+		total += len(records(t, u.data))
+	}
+	if total != 10 {
+		t.Errorf("%d records across files, want 10", total)
+	}
+}
