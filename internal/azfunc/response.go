@@ -120,9 +120,10 @@ func Handler(log *slog.Logger, fn func(ctx context.Context, req *Request) (*Resp
 			writeEnvelope(w, l, http.StatusInternalServerError, Response{Logs: []string{err.Error()}})
 			return
 		}
-		resp, err := invoke(WithLogger(r.Context(), l), l, fn, req)
-		if resp == nil {
-			resp = &Response{}
+		got, err := invoke(WithLogger(r.Context(), l), l, fn, req)
+		resp := &Response{}
+		if got != nil {
+			*resp = *got // Log lines added below must not change fn's value.
 		}
 		switch {
 		case err == nil:

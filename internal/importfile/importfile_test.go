@@ -242,7 +242,7 @@ func TestSplitting(t *testing.T) {
 					}
 					seen++
 				}
-				if f.Properties > max(tc.lim.MaxProperties, 0) && tc.lim.MaxProperties > 0 {
+				if tc.lim.MaxProperties > 0 && f.Properties > tc.lim.MaxProperties {
 					t.Errorf("%d properties over the limit %d", f.Properties, tc.lim.MaxProperties)
 				}
 				if tc.lim.MaxBytes > 0 && f.Bytes > tc.lim.MaxBytes {

@@ -81,7 +81,11 @@ func (m *Mapping) Apply(u profile.User) (Record, SkipReason) {
 		default:
 			v = u.Props[top]
 		}
-		rec.Values = append(rec.Values, KV{Name: p.Target, Value: text(v, p.Separator, k == kindDateTime)})
+		sep := p.Separator
+		if sep == "" { // unset in a hand-built Mapping; Parse never leaves it empty
+			sep = DefaultSeparator
+		}
+		rec.Values = append(rec.Values, KV{Name: p.Target, Value: text(v, sep, k == kindDateTime)})
 	}
 	return rec, NotSkipped
 }

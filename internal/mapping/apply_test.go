@@ -30,6 +30,7 @@ func TestApplyConversions(t *testing.T) {
 		{"absent extension", "extension_4f1e9c2ab5d34c5e8c1f2a3b4c5d6e7f_x", ",", map[string]any{}, ""},
 		{"collection default separator", "businessPhones", ",", map[string]any{"businessPhones": []any{"1", "2", "3"}}, "1,2,3"},
 		{"collection custom separator", "businessPhones", "; ", map[string]any{"businessPhones": []any{"1", "2"}}, "1; 2"},
+		{"collection, separator unset", "businessPhones", "", map[string]any{"businessPhones": []any{"1", "2"}}, "1,2"},
 		{"collection empty", "businessPhones", ",", map[string]any{"businessPhones": []any{}}, ""},
 		{"collection one item", "otherMails", ",", map[string]any{"otherMails": []any{"a@x"}}, "a@x"},
 		{"collection mixed items, nulls left out", "extension_4f1e9c2ab5d34c5e8c1f2a3b4c5d6e7f_x", "|",

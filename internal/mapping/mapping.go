@@ -53,7 +53,8 @@ type Property struct {
 	// spelling, so "BusinessPhones" becomes "businessPhones".
 	Source string
 	// Separator joins the items of a collection. Parse sets it to
-	// DefaultSeparator unless the document says otherwise.
+	// DefaultSeparator unless the document says otherwise; Apply reads ""
+	// as DefaultSeparator too.
 	Separator string
 }
 
