@@ -75,9 +75,11 @@ func (c *Client) EnsureFolder(ctx context.Context) error {
 		return nil
 	}
 	p := c.sitePath + "/" + c.folder[0]
-	ok, err = c.folderExists(ctx, p)
-	if err != nil {
-		return fmt.Errorf("checking document library %q: %w", p, err)
+	if len(c.folder) > 1 {
+		ok, err = c.folderExists(ctx, p)
+		if err != nil {
+			return fmt.Errorf("checking document library %q: %w", p, err)
+		}
 	}
 	if !ok {
 		return fmt.Errorf("document library %q does not exist in site %s%s: create it or correct SPO_FOLDER",

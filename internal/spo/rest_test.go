@@ -2,6 +2,7 @@ package spo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -341,6 +342,7 @@ func TestEnsureFolder(t *testing.T) {
 	)
 	for _, tc := range []struct {
 		name      string
+		folder    string            // default "Shared Documents/Profile Imports/O'Brien"
 		exists    map[string]string // decoded path -> how a GET answers: "404", "false", "true"
 		want      []string          // "GET path" / "CREATE path"
 		wantError string
@@ -366,6 +368,19 @@ func TestEnsureFolder(t *testing.T) {
 			want:      []string{"GET " + b, "GET " + lib},
 			wantError: "SPO_FOLDER",
 		},
+		{
+			name:      "library only, missing",
+			folder:    "Shared Documents",
+			exists:    map[string]string{lib: "false"},
+			want:      []string{"GET " + lib},
+			wantError: "SPO_FOLDER",
+		},
+		{
+			name:   "library only, present",
+			folder: "Shared Documents",
+			exists: map[string]string{lib: "true"},
+			want:   []string{"GET " + lib},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newFake(t, func(w http.ResponseWriter, r recorded, _ int) {
@@ -390,7 +405,9 @@ func TestEnsureFolder(t *testing.T) {
 				t.Errorf("unexpected %s %s", r.Method, r.URI)
 				w.WriteHeader(400)
 			})
-			c, _, _ := testClient(t, srv.URL, func(o *Options) { o.Folder = "Shared Documents/Profile Imports/O'Brien" })
+			c, _, _ := testClient(t, srv.URL, func(o *Options) {
+				o.Folder = cmp.Or(tc.folder, "Shared Documents/Profile Imports/O'Brien")
+			})
 			err := c.EnsureFolder(context.Background())
 			if tc.wantError != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantError) || !strings.Contains(err.Error(), "Shared Documents") {
@@ -580,6 +597,9 @@ func TestDelete(t *testing.T) {
 			for _, r := range srv.requests() {
 				if r.Method != http.MethodPost || r.Header.Get("X-HTTP-Method") != "DELETE" || r.Header.Get("If-Match") != "*" {
 					t.Errorf("request %s %v is not a POST with X-HTTP-Method: DELETE and If-Match: *", r.Method, r.Header)
+				}
+				if got := r.Header.Get("Content-Length"); got != "0" {
+					t.Errorf("Content-Length = %q, want 0 (SharePoint answers 411 without it)", got)
 				}
 				kind, _, _ := strings.Cut(strings.TrimPrefix(r.Path, "/sites/hr/_api/web/"), "(")
 				got = append(got, kind)

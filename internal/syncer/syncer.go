@@ -96,7 +96,15 @@ type Engine struct {
 	Limits importfile.Limits
 	// FirstPoll is the delay of the status poll a run schedules per job.
 	FirstPoll time.Duration
+	// Jobs and Pending, when both set, keep a run from queueing an import
+	// while an earlier import of ours has not finished.
+	Jobs    JobSource
+	Pending Lister
 }
+
+// ErrImportPending: an earlier import job of ours has not finished, so the
+// run queued nothing (Options.AllowOverlap overrides).
+var ErrImportPending = errors.New("an earlier import job has not finished")
 
 // Mode says how users are read.
 type Mode string
@@ -113,6 +121,8 @@ type Options struct {
 	Mode    Mode
 	WhatIf  bool   // build and upload the files, queue nothing, keep the delta link (PnP's -WhatIf)
 	Trigger string // "timer", "cli", "http": recorded in the run
+	// AllowOverlap queues a new import even while an earlier one is unfinished.
+	AllowOverlap bool
 }
 
 // State is state.json.
@@ -143,6 +153,7 @@ type Run struct {
 	JobIDs      []string       `json:"jobIds,omitempty"`
 	DeltaSaved  bool           `json:"deltaLinkSaved"`
 	PollsQueued bool           `json:"statusPollsQueued,omitempty"`
+	JobResults  []JobLink      `json:"jobResults,omitempty"` // filled in by the status poller as jobs end
 }
 
 // FileRecord describes one import file of a run.
@@ -252,6 +263,11 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 	default:
 		run.Mode = ModeDelta
 	}
+	if !opts.WhatIf && !opts.AllowOverlap {
+		if err := e.checkPending(ctx); err != nil {
+			return err
+		}
+	}
 	log.Info("sync starting", "mode", run.Mode, "reason", run.Reason, "trigger", run.Trigger, "whatIf", opts.WhatIf)
 
 	files, next, err := e.read(ctx, log, m, run, link)
@@ -290,6 +306,11 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 			}
 			rec.JobID = id
 			run.JobIDs = append(run.JobIDs, id)
+			ps, _ := json.MarshalIndent(PollState{JobID: id, RunID: run.ID, QueuedAt: e.now(), Attempt: 1}, "", "  ")
+			if _, err := e.Blobs.Put(ctx, PollsPrefix+id+".json", ps, ""); err != nil {
+				run.Files = append(run.Files, rec)
+				return fmt.Errorf("recording job %s: %w", id, err)
+			}
 			log.Info("import job queued", "job", id, "file", rec.Name)
 		}
 		run.Files = append(run.Files, rec)
@@ -317,6 +338,36 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		}
 	} else {
 		log.Info("nobody changed: no import file, no job; delta link advanced")
+	}
+	return nil
+}
+
+// checkPending fails with ErrImportPending when an import job of ours is
+// still running in SharePoint.
+func (e *Engine) checkPending(ctx context.Context) error {
+	if e.Jobs == nil || e.Pending == nil {
+		return nil
+	}
+	names, err := e.Pending.List(ctx, PollsPrefix)
+	if err != nil {
+		return fmt.Errorf("listing unfinished jobs: %w", err)
+	}
+	var busy []string
+	for _, n := range names {
+		id := strings.TrimSuffix(strings.TrimPrefix(n, PollsPrefix), ".json")
+		job, err := e.Jobs.Job(ctx, id)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("checking earlier job %s: %w", id, err)
+		}
+		if !job.State.Done() {
+			busy = append(busy, id+" ("+job.State.String()+")")
+		}
+	}
+	if len(busy) > 0 {
+		return fmt.Errorf("%w: %s; nothing was read or queued, the next run tries again", ErrImportPending, strings.Join(busy, ", "))
 	}
 	return nil
 }

@@ -64,9 +64,10 @@ func (s *Server) contextInfo(c *call, seg segment) error {
 	}
 	now := s.now().UTC()
 	web := s.baseURL + c.st.root.path
+	digest := uuid.New()
 	fields := map[string]any{
 		"FormDigestTimeoutSeconds": 1800,
-		"FormDigestValue":          fmt.Sprintf("0x%X,%s", uuid.New()[:], now.Format("02 Jan 2006 15:04:05 -0000")),
+		"FormDigestValue":          fmt.Sprintf("0x%X,%s", digest[:], now.Format("02 Jan 2006 15:04:05 -0000")),
 		"LibraryVersion":           libraryVersion,
 		"SiteFullUrl":              web,
 		"SupportedSchemaVersions":  []string{"14.0.0.0", "15.0.0.0"},
@@ -182,22 +183,22 @@ func (s *Server) folderEntity(f *folder) entity {
 func (s *Server) fileEntity(f *file) entity {
 	uri := s.baseURL + f.parent.site.root.path + "/_api/Web/GetFileByServerRelativePath(decodedurl='" + strings.ReplaceAll(f.path, "'", "''") + "')"
 	return entity{typ: "SP.File", id: uri, fields: map[string]any{
-		"CheckInComment":   "",
-		"CheckOutType":     2,
-		"ContentTag":       fmt.Sprintf("{%s},%d,%d", strings.ToUpper(f.id), f.version, f.version),
-		"ETag":             fmt.Sprintf("\"{%s},%d\"", strings.ToUpper(f.id), f.version),
-		"Exists":           true,
-		"Length":           strconv.FormatInt(f.size, 10),
-		"MajorVersion":     f.version,
-		"MinorVersion":     0,
-		"Name":             f.name,
+		"CheckInComment":    "",
+		"CheckOutType":      2,
+		"ContentTag":        fmt.Sprintf("{%s},%d,%d", strings.ToUpper(f.id), f.version, f.version),
+		"ETag":              fmt.Sprintf("\"{%s},%d\"", strings.ToUpper(f.id), f.version),
+		"Exists":            true,
+		"Length":            strconv.FormatInt(f.size, 10),
+		"MajorVersion":      f.version,
+		"MinorVersion":      0,
+		"Name":              f.name,
 		"ServerRelativeUrl": f.path,
-		"TimeCreated":      f.created.Format(time.RFC3339),
-		"TimeLastModified": f.modified.Format(time.RFC3339),
-		"Title":            nil,
-		"UIVersion":        f.version * 512,
-		"UIVersionLabel":   fmt.Sprintf("%d.0", f.version),
-		"UniqueId":         f.id,
+		"TimeCreated":       f.created.Format(time.RFC3339),
+		"TimeLastModified":  f.modified.Format(time.RFC3339),
+		"Title":             nil,
+		"UIVersion":         f.version * 512,
+		"UIVersionLabel":    fmt.Sprintf("%d.0", f.version),
+		"UniqueId":          f.id,
 	}}
 }
 

@@ -334,7 +334,7 @@ func (s *Server) FailJob(id string) error {
 	if j.done() {
 		return fmt.Errorf("job %s is already finished", id)
 	}
-	s.finishLocked(j, outcome{code: errInternal, msg: msgInternal})
+	s.finishLocked(j, outcome{code: jobErrInternal, msg: msgInternal})
 	return nil
 }
 

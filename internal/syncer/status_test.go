@@ -1,0 +1,343 @@
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/profilesync/profilesync/internal/profile"
+)
+
+type fakeJobs struct {
+	states map[string][]profile.Job // successive answers per job; the last repeats
+	calls  map[string]int
+	err    error
+}
+
+func (f *fakeJobs) Job(_ context.Context, id string) (profile.Job, error) {
+	if f.err != nil {
+		return profile.Job{}, f.err
+	}
+	list, ok := f.states[id]
+	if !ok {
+		return profile.Job{}, fmt.Errorf("job %s: %w", id, fs.ErrNotExist)
+	}
+	n := f.calls[id]
+	f.calls[id]++
+	return list[min(n, len(list)-1)], nil
+}
+
+type fakeLogs map[string]string
+
+func (f fakeLogs) LogLines(_ context.Context, folder string, fn func(string) error) error {
+	text, ok := f[folder]
+	if !ok {
+		return fs.ErrNotExist
+	}
+	for _, l := range strings.Split(text, "\n") {
+		if err := fn(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *memBlobs) Delete(_ context.Context, name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.data, name)
+	delete(b.etags, name)
+	return nil
+}
+
+type pollFixture struct {
+	p     *Poller
+	jobs  *fakeJobs
+	blobs *memBlobs
+	sched *sched
+	clock time.Time
+}
+
+func newPollFixture(t *testing.T, job string, answers ...profile.Job) *pollFixture {
+	t.Helper()
+	f := &pollFixture{
+		jobs:  &fakeJobs{states: map[string][]profile.Job{job: answers}, calls: map[string]int{}},
+		blobs: newMemBlobs(),
+		sched: &sched{},
+		clock: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC),
+	}
+	f.p = &Poller{
+		Jobs: f.jobs, Blobs: f.blobs, Scheduler: f.sched,
+		Logs: fakeLogs{
+			"https://t/sites/s/Shared Documents/" + job: "IdentityNotResolvable\tghost@contoso.com\tUser identity cannot be resolved\n" +
+				"MissingIdentity\t\tThe identity is missing for the user object\r\n\n" +
+				"InvalidProperty\tu2\tProperty 'X' is not mapped to any property in the user profile application.",
+		},
+		Backoff: []time.Duration{time.Minute, 2 * time.Minute, 5 * time.Minute},
+		MaxAge:  time.Hour,
+		Now:     func() time.Time { return f.clock },
+	}
+	run, _ := json.Marshal(Run{ID: "run1", Status: StatusSucceeded, JobIDs: []string{job}})
+	f.blobs.put(RunsPrefix+"run1.json", run)
+	ps, _ := json.Marshal(PollState{JobID: job, RunID: "run1", QueuedAt: f.clock, Attempt: 1})
+	f.blobs.put(PollsPrefix+job+".json", ps)
+	return f
+}
+
+// deliver takes the newest scheduled message as the host would and polls with it.
+func (f *pollFixture) deliver(t *testing.T, msg PollMessage) Outcome {
+	t.Helper()
+	out, err := f.p.Poll(context.Background(), msg)
+	if err != nil {
+		t.Fatalf("poll %+v: %v", msg, err)
+	}
+	return out
+}
+
+func (f *pollFixture) lastMsg(t *testing.T) PollMessage {
+	t.Helper()
+	var m PollMessage
+	if err := json.Unmarshal(f.sched.msgs[len(f.sched.msgs)-1], &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (f *pollFixture) record(t *testing.T, job string) JobRecord {
+	t.Helper()
+	var r JobRecord
+	data, ok := f.blobs.data[JobsPrefix+job+".json"]
+	if !ok {
+		t.Fatalf("no record for job %s", job)
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestPollFollowsEveryStateWithBackoff(t *testing.T) {
+	const id = "11111111-2222-3333-4444-555555555555"
+	f := newPollFixture(t, id,
+		profile.Job{ID: id, State: profile.Submitted},
+		profile.Job{ID: id, State: profile.Processing},
+		profile.Job{ID: id, State: profile.Queued},
+		profile.Job{ID: id, State: profile.Unknown},
+		profile.Job{ID: id, State: profile.Succeeded, SourceURI: "https://t/f.json"},
+	)
+	msg := PollMessage{JobID: id, RunID: "run1", QueuedAt: f.clock, Attempt: 1}
+	wantDelays := []time.Duration{2 * time.Minute, 5 * time.Minute, 5 * time.Minute, 5 * time.Minute}
+	for i, want := range wantDelays {
+		out := f.deliver(t, msg)
+		if out.NextPoll != want || out.Recorded != nil {
+			t.Fatalf("poll %d: next %v recorded %v, want next %v", i+1, out.NextPoll, out.Recorded, want)
+		}
+		if f.sched.delays[len(f.sched.delays)-1] != want {
+			t.Fatalf("scheduled with delay %v, want %v", f.sched.delays[len(f.sched.delays)-1], want)
+		}
+		msg = f.lastMsg(t)
+		if msg.Attempt != i+2 || msg.RunID != "run1" {
+			t.Fatalf("next message %+v", msg)
+		}
+		f.clock = f.clock.Add(want)
+	}
+	out := f.deliver(t, msg)
+	if out.Recorded == nil || out.Recorded.State != "Succeeded" {
+		t.Fatalf("final poll %+v", out)
+	}
+	rec := f.record(t, id)
+	if rec.Attempts != 5 || rec.RunID != "run1" || rec.SourceURI != "https://t/f.json" || !rec.LastPoll.After(rec.FirstPoll) {
+		t.Errorf("record %+v", rec)
+	}
+	if _, ok := f.blobs.data[PollsPrefix+id+".json"]; ok {
+		t.Error("poll state kept after the job was recorded")
+	}
+	var run Run
+	json.Unmarshal(f.blobs.data[RunsPrefix+"run1.json"], &run)
+	if len(run.JobResults) != 1 || run.JobResults[0].State != "Succeeded" || run.JobResults[0].Record != JobsPrefix+id+".json" {
+		t.Errorf("run not linked: %+v", run.JobResults)
+	}
+	// The same message again, or an older one, changes nothing.
+	n := len(f.sched.msgs)
+	before := string(f.blobs.data[JobsPrefix+id+".json"])
+	for _, m := range []PollMessage{msg, {JobID: id, Attempt: 2}} {
+		if out := f.deliver(t, m); !out.Duplicate {
+			t.Errorf("redelivery %+v not treated as a duplicate: %+v", m, out)
+		}
+	}
+	if len(f.sched.msgs) != n || string(f.blobs.data[JobsPrefix+id+".json"]) != before {
+		t.Error("a duplicate message changed something")
+	}
+}
+
+func TestPollDuplicateBeforeTheEndSchedulesOnce(t *testing.T) {
+	const id = "j"
+	f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Processing})
+	msg := PollMessage{JobID: id, RunID: "run1", Attempt: 1}
+	f.deliver(t, msg)
+	if out := f.deliver(t, msg); !out.Duplicate {
+		t.Errorf("second delivery of attempt 1: %+v", out)
+	}
+	if len(f.sched.msgs) != 1 {
+		t.Errorf("%d polls scheduled for one message delivered twice", len(f.sched.msgs))
+	}
+}
+
+func TestPollRecordsErrorsWithAndWithoutUserLines(t *testing.T) {
+	t.Run("job-level error, no log folder", func(t *testing.T) {
+		const id = "a"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.InvalidDataFile, ErrorMessage: "DataFileNotJson"})
+		out := f.deliver(t, PollMessage{JobID: id, Attempt: 1})
+		rec := f.record(t, id)
+		if out.Recorded == nil || rec.State != "Error" || rec.ErrorName != "InvalidDataFile" || rec.ErrorCode != 23 || len(rec.Results) != 0 {
+			t.Errorf("record %+v", rec)
+		}
+	})
+	t.Run("ImportCompleteWithError with user lines", func(t *testing.T) {
+		const id = "b"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.ImportCompleteWithError, LogFolderURI: "https://t/sites/s/Shared Documents/" + id})
+		f.deliver(t, PollMessage{JobID: id, Attempt: 1})
+		rec := f.record(t, id)
+		want := []UserResult{
+			{"IdentityNotResolvable", "ghost@contoso.com", "User identity cannot be resolved"},
+			{"MissingIdentity", "", "The identity is missing for the user object"},
+			{"InvalidProperty", "u2", "Property 'X' is not mapped to any property in the user profile application."},
+		}
+		if fmt.Sprint(rec.Results) != fmt.Sprint(want) || rec.ResultCounts["MissingIdentity"] != 1 || rec.ErrorName != "ImportCompleteWithError" {
+			t.Errorf("results %+v counts %v", rec.Results, rec.ResultCounts)
+		}
+	})
+	t.Run("log folder missing", func(t *testing.T) {
+		const id = "c"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.ImportCompleteWithError, LogFolderURI: "https://t/gone"})
+		f.deliver(t, PollMessage{JobID: id, Attempt: 1})
+		if rec := f.record(t, id); !strings.Contains(rec.LogError, "does not exist") {
+			t.Errorf("record %+v", rec)
+		}
+	})
+}
+
+func TestPollTimesOut(t *testing.T) {
+	const id = "slow"
+	f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Processing})
+	msg := PollMessage{JobID: id, Attempt: 1}
+	f.deliver(t, msg)
+	f.clock = f.clock.Add(61 * time.Minute)
+	out := f.deliver(t, f.lastMsg(t))
+	if out.Recorded == nil || out.Recorded.State != "TimedOut" || !strings.Contains(out.Recorded.ErrorMessage, "Processing") {
+		t.Fatalf("outcome %+v", out)
+	}
+	if len(f.sched.msgs) != 1 {
+		t.Errorf("kept polling after the timeout: %d messages", len(f.sched.msgs))
+	}
+	if _, ok := f.blobs.data[PollsPrefix+id+".json"]; ok {
+		t.Error("a timed-out job still counts as pending")
+	}
+}
+
+func TestPollDropsWhatCanNeverSucceed(t *testing.T) {
+	for _, body := range []string{`not json`, `{"attempt":3}`, `{"jobId":"  "}`} {
+		if _, err := ParsePollMessage([]byte(body)); !errors.Is(err, ErrDrop) {
+			t.Errorf("ParsePollMessage(%q) = %v, want ErrDrop", body, err)
+		}
+	}
+	f := newPollFixture(t, "known", profile.Job{ID: "known", State: profile.Processing})
+	if _, err := f.p.Poll(context.Background(), PollMessage{JobID: "stranger", Attempt: 1}); !errors.Is(err, ErrDrop) {
+		t.Errorf("unknown job: %v, want ErrDrop", err)
+	}
+	delete(f.jobs.states, "known")
+	if _, err := f.p.Poll(context.Background(), PollMessage{JobID: "known", Attempt: 1}); !errors.Is(err, ErrDrop) {
+		t.Errorf("job SharePoint does not know: %v, want ErrDrop", err)
+	}
+}
+
+func TestPollTransientErrorsAreReturned(t *testing.T) {
+	f := newPollFixture(t, "x", profile.Job{ID: "x", State: profile.Processing})
+	f.jobs.err = errors.New("503 server too busy")
+	_, err := f.p.Poll(context.Background(), PollMessage{JobID: "x", Attempt: 1})
+	if err == nil || errors.Is(err, ErrDrop) {
+		t.Fatalf("err = %v, want a retryable error", err)
+	}
+	if len(f.sched.msgs) != 0 {
+		t.Error("scheduled a poll although SharePoint did not answer")
+	}
+}
+
+func TestDelay(t *testing.T) {
+	b := []time.Duration{time.Minute, 2 * time.Minute, 5 * time.Minute}
+	for attempt, want := range map[int]time.Duration{0: time.Minute, 1: 2 * time.Minute, 2: 5 * time.Minute, 9: 5 * time.Minute} {
+		if got := Delay(b, attempt); got != want {
+			t.Errorf("Delay(%d) = %v, want %v", attempt, got, want)
+		}
+	}
+}
+
+func TestParseLogLine(t *testing.T) {
+	for line, want := range map[string]UserResult{
+		"IdentityNotResolvable\tx@y\tUser identity cannot be resolved": {"IdentityNotResolvable", "x@y", "User identity cannot be resolved"},
+		"DataFileNotJson\t\tAfter parsing a value":                     {"DataFileNotJson", "", "After parsing a value"},
+		"MissingIdentity - The identity is missing":                    {"MissingIdentity", "", "The identity is missing"},
+	} {
+		got, ok := ParseLogLine(line)
+		if !ok || got != want {
+			t.Errorf("ParseLogLine(%q) = %+v, want %+v", line, got, want)
+		}
+	}
+	if _, ok := ParseLogLine("  \r"); ok {
+		t.Error("blank line parsed")
+	}
+}
+
+func TestSyncWaitsForUnfinishedImport(t *testing.T) {
+	f := newFixture(t)
+	jobs := &fakeJobs{states: map[string][]profile.Job{}, calls: map[string]int{}}
+	f.eng.Jobs = jobs
+	f.eng.Pending = listerFunc(func(prefix string) []string {
+		var out []string
+		for k := range f.blobs.data {
+			if strings.HasPrefix(k, prefix) {
+				out = append(out, k)
+			}
+		}
+		return out
+	})
+	ctx := context.Background()
+	run, err := f.eng.Sync(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := run.JobIDs[0]
+	if _, ok := f.blobs.data[PollsPrefix+id+".json"]; !ok {
+		t.Fatal("the sync did not record its job as pending")
+	}
+	jobs.states[id] = []profile.Job{{ID: id, State: profile.Processing}}
+	_, err = f.eng.Sync(ctx, Options{})
+	if !errors.Is(err, ErrImportPending) || !strings.Contains(err.Error(), id) {
+		t.Fatalf("err = %v, want ErrImportPending naming %s", err, id)
+	}
+	if len(f.src.calls) != 1 {
+		t.Error("read Graph while an import was pending")
+	}
+	if _, err := f.eng.Sync(ctx, Options{AllowOverlap: true}); err != nil {
+		t.Fatalf("AllowOverlap: %v", err)
+	}
+	jobs.states[id] = []profile.Job{{ID: id, State: profile.Succeeded}}
+	delete(f.blobs.data, PollsPrefix+run.JobIDs[0]+".json") // (the overlap run's own job)
+	for k := range f.blobs.data {
+		if strings.HasPrefix(k, PollsPrefix) && k != PollsPrefix+id+".json" {
+			delete(f.blobs.data, k)
+		}
+	}
+	if _, err := f.eng.Sync(ctx, Options{}); err != nil {
+		t.Fatalf("after the job finished: %v", err)
+	}
+}
+
+type listerFunc func(prefix string) []string
+
+func (l listerFunc) List(_ context.Context, prefix string) ([]string, error) { return l(prefix), nil }
