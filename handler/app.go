@@ -28,6 +28,8 @@ type app struct {
 	spo    *spo.Client
 	graph  *graph.Client
 	engine *syncer.Engine
+	poller *syncer.Poller
+	house  *syncer.Housekeeper
 }
 
 // newApp builds every adapter from the settings. It does not touch the network.
@@ -63,15 +65,28 @@ func newApp(cfg config, log *slog.Logger) (*app, error) {
 		return nil, fmt.Errorf("SPO_SITE_URL/SPO_FOLDER: %w", err)
 	}
 	a := &app{cfg: cfg, log: log, blobs: blobs, queue: queue, spo: sp, graph: g}
+	st := store{blobs}
 	a.engine = &syncer.Engine{
 		Source:    g,
 		Target:    sp,
-		Blobs:     blobs,
+		Blobs:     st,
 		Scheduler: queue,
 		Lock:      a.lock,
 		Log:       log,
 		FirstPoll: cfg.PollBackoff[0],
+		Jobs:      sp,
+		Pending:   st,
 	}
+	a.poller = &syncer.Poller{
+		Jobs:      sp,
+		Logs:      spoLogs{sp},
+		Blobs:     st,
+		Scheduler: queue,
+		Backoff:   cfg.PollBackoff,
+		MaxAge:    cfg.PollMaxAge,
+		Log:       log,
+	}
+	a.house = &syncer.Housekeeper{Blobs: st, List: st, Files: sp, After: cfg.CleanupAfter, Log: log}
 	return a, nil
 }
 

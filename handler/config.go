@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ var settings = []setting{
 	{Name: "SYNC_STATUS_QUEUE", Default: "profilesync-status"},
 	{Name: "STATUS_POLL_BACKOFF", Default: "1m,2m,5m,10m,15m,30m"},
 	{Name: "STATUS_POLL_MAX_AGE", Default: "48h"},
+	{Name: "CLEANUP_AFTER_DAYS", Default: "0"},
 	{Name: "IDENTITY_ENDPOINT"},
 	{Name: "IDENTITY_HEADER", Secret: true},
 	{Name: "AZURE_CLIENT_ID"},
@@ -54,6 +56,7 @@ type config struct {
 	StatusQueue   string
 	PollBackoff   []time.Duration
 	PollMaxAge    time.Duration
+	CleanupAfter  time.Duration // 0 = housekeeping off
 
 	IdentityEndpoint, IdentityHeader string
 	ClientID, TenantID               string
@@ -128,6 +131,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("STATUS_POLL_MAX_AGE %q is not a positive duration such as 48h", value(getenv, "STATUS_POLL_MAX_AGE"))
 	} else {
 		c.PollMaxAge = d
+	}
+
+	if n, err := strconv.Atoi(value(getenv, "CLEANUP_AFTER_DAYS")); err != nil || n < 0 {
+		bad("CLEANUP_AFTER_DAYS %q is not a whole number of days (0 turns housekeeping off)", value(getenv, "CLEANUP_AFTER_DAYS"))
+	} else {
+		c.CleanupAfter = time.Duration(n) * 24 * time.Hour
 	}
 
 	c.IdentityEndpoint = value(getenv, "IDENTITY_ENDPOINT")

@@ -80,7 +80,9 @@ func expected(u directory.User, byID map[string]directory.User) map[string]strin
 	}
 }
 
-func isGuest(u directory.User) bool    { return strings.EqualFold(fmt.Sprint(u.Props["userType"]), "Guest") }
+func isGuest(u directory.User) bool {
+	return strings.EqualFold(fmt.Sprint(u.Props["userType"]), "Guest")
+}
 func isDisabled(u directory.User) bool { return u.Props["accountEnabled"] == false }
 
 // checkProfiles compares every simulated SharePoint profile with what the

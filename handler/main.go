@@ -35,6 +35,10 @@ Commands:
                         --full     read every user (an initial delta round)
                         --what-if  build and upload the import file(s), queue nothing,
                                    keep the delta link (PnP's -WhatIf)
+  status [JOBID] [--errors] [--wait] [--timeout D]
+                        import jobs, newest first, or one job (live from SharePoint
+                        while it runs); --errors prints the per-user results;
+                        --wait follows the job until it ends (Ctrl-C stops waiting)
   mapping get           print the mapping stored in SYNC_CONTAINER
   mapping put FILE      validate FILE and store it as the mapping
   mapping validate FILE validate FILE, change nothing
@@ -56,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, args, getenv, stdout)
 	case "sync":
 		return syncCmd(ctx, args, getenv, stdout)
+	case "status":
+		return statusCmd(ctx, args, getenv, stdout)
 	case "mapping":
 		return mappingCmd(ctx, args, getenv, stdout)
 	case "config":

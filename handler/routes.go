@@ -21,6 +21,7 @@ func (a *app) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", azfunc.Ping())
 	mux.Handle("POST /SyncTimer", azfunc.Handler(a.log, a.syncTimer))
+	mux.Handle("POST /ImportStatus", azfunc.Handler(a.log, a.importStatus))
 	return mux
 }
 
@@ -34,16 +35,65 @@ func (a *app) syncTimer(ctx context.Context, req *azfunc.Request) (*azfunc.Respo
 		log.Warn("timer payload not understood", "err", err)
 	}
 	log.Info("SyncTimer fired", "isPastDue", t.IsPastDue, "firstRun", t.FirstRun())
+	defer a.housekeeping(ctx, log)
 	run, err := a.engine.Sync(ctx, syncer.Options{Trigger: "timer"})
 	if errors.Is(err, profile.ErrBusy) {
 		resp.Log("another sync is running; this occurrence is skipped and the next one tries again")
 		log.Warn("sync skipped: another sync holds the lock")
 		return resp, nil
 	}
+	if errors.Is(err, syncer.ErrImportPending) {
+		resp.Log("%v", err)
+		log.Warn("sync skipped", "reason", err)
+		return resp, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	resp.Log("%s", summary(run))
+	return resp, nil
+}
+
+// housekeeping deletes old import files and log folders when
+// CLEANUP_AFTER_DAYS is set; its failures never fail the sync.
+func (a *app) housekeeping(ctx context.Context, log *slog.Logger) {
+	if a.cfg.CleanupAfter <= 0 {
+		return
+	}
+	n, err := a.house.Sweep(ctx)
+	if err != nil {
+		log.Warn("housekeeping", "cleaned", n, "err", err)
+	} else if n > 0 {
+		log.Info("housekeeping done", "jobsCleaned", n)
+	}
+}
+
+// importStatus is the ImportStatus function: one poll of one import job.
+func (a *app) importStatus(ctx context.Context, req *azfunc.Request) (*azfunc.Response, error) {
+	resp := &azfunc.Response{}
+	qm, err := req.Queue("msg")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", azfunc.ErrDrop, err)
+	}
+	msg, err := syncer.ParsePollMessage(qm.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v (message %s, dequeued %d times)", azfunc.ErrDrop, err, qm.ID, qm.DequeueCount)
+	}
+	out, err := a.poller.Poll(ctx, msg)
+	if errors.Is(err, syncer.ErrDrop) {
+		return nil, fmt.Errorf("%w: %v", azfunc.ErrDrop, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case out.Duplicate:
+		resp.Log("job %s: duplicate or stale status message, nothing to do", msg.JobID)
+	case out.Recorded != nil:
+		resp.Log("job %s ended: %s %s %s", msg.JobID, out.Recorded.State, out.Recorded.ErrorName, out.Recorded.ErrorMessage)
+	default:
+		resp.Log("job %s is %s; next poll in %s", msg.JobID, out.Job.State, out.NextPoll)
+	}
 	return resp, nil
 }
 

@@ -223,14 +223,15 @@ type selection struct {
 // parseSelect parses a comma-separated $select. forCollection enables the
 // 501 for properties Graph cannot return in collections.
 func (s *Server) parseSelect(raw string, forCollection bool) (selection, *apiError) {
-	var names []string
 	if strings.TrimSpace(raw) == "" {
-		names = defaultSelect
-	} else {
-		for _, n := range strings.Split(raw, ",") {
-			if n = strings.TrimSpace(n); n != "" {
-				names = append(names, n)
-			}
+		sel, err := s.resolveSelect(defaultSelect, forCollection)
+		sel.names = nil // the default set is not spelled out in @odata.context
+		return sel, err
+	}
+	var names []string
+	for _, n := range strings.Split(raw, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
 		}
 	}
 	return s.resolveSelect(names, forCollection)

@@ -44,7 +44,7 @@ func newFixture(t testing.TB, n int, deltaPage int) *fixture {
 // do sends a request; target may be a path or an absolute URL at base.
 func (f *fixture) do(t testing.TB, method, target string, body string, hdr ...string) (*httptest.ResponseRecorder, map[string]any) {
 	t.Helper()
-	target = strings.TrimPrefix(target, base)
+	target = strings.ReplaceAll(strings.TrimPrefix(target, base), " ", "%20")
 	r := httptest.NewRequest(method, target, strings.NewReader(body))
 	for i := 0; i+1 < len(hdr); i += 2 {
 		r.Header.Set(hdr[i], hdr[i+1])
@@ -106,7 +106,7 @@ func TestListUsers(t *testing.T) {
 		context string
 	}{
 		{name: "default select", target: "/v1.0/users", status: 200, count: 30,
-			keys:    []string{"businessPhones", "displayName", "givenName", "id", "jobTitle", "mail", "officeLocation", "preferredLanguage", "surname", "userPrincipalName"},
+			keys:    []string{"businessPhones", "displayName", "givenName", "id", "jobTitle", "mail", "mobilePhone", "officeLocation", "preferredLanguage", "surname", "userPrincipalName"},
 			context: base + "/v1.0/$metadata#users"},
 		{name: "select mixed case with extension", target: "/v1.0/users?$select=ID,UserPrincipalName," + strings.ToUpper(ext) + ",onPremisesExtensionAttributes,employeeOrgData,accountEnabled&$filter=id eq '" + u[0].ID + "'",
 			status: 200, count: 1, keys: []string{"accountEnabled", "employeeOrgData", ext, "id", "onPremisesExtensionAttributes", "userPrincipalName"},
@@ -123,7 +123,9 @@ func TestListUsers(t *testing.T) {
 		{name: "employeeHireDate fine", target: "/v1.0/users?$select=employeeHireDate&$top=1", status: 200, count: 1, keys: []string{"employeeHireDate", "id"}},
 		{name: "filter eq string case-insensitive", target: "/v1.0/users?$select=id&$filter=userType eq 'GUEST'", status: 200, count: countWhere(u, "userType", "Guest")},
 		{name: "filter bool and", target: "/v1.0/users?$select=id&$filter=userType eq 'Member' and accountEnabled eq false", status: 200,
-			count: countFunc(u, func(x directory.User) bool { return x.Props["userType"] == "Member" && x.Props["accountEnabled"] == false })},
+			count: countFunc(u, func(x directory.User) bool {
+				return x.Props["userType"] == "Member" && x.Props["accountEnabled"] == false
+			})},
 		{name: "filter or parens startswith", target: "/v1.0/users?$select=id&$filter=(id eq '" + u[1].ID + "' or id eq '" + u[2].ID + "') and startswith(displayName,'李')", status: 200, count: 1},
 		{name: "filter in", target: "/v1.0/users?$select=id&$filter=id in ('" + u[3].ID + "','" + u[4].ID + "')", status: 200, count: 2},
 		{name: "filter nested", target: "/v1.0/users?$select=id&$filter=onPremisesExtensionAttributes/extensionAttribute1 eq 'EA1-7'", status: 200, count: 1},

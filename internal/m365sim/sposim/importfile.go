@@ -145,7 +145,9 @@ func (w *walk) next(path string) (json.Token, error) {
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &se):
-		return nil, w.notJSONAt(path, fmt.Sprintf("Invalid JSON: %v.", se), se.Offset)
+		// Offset counts the bytes before the bad character; SharePoint's
+		// parser counts the bad character too.
+		return nil, w.notJSONAt(path, fmt.Sprintf("Invalid JSON: %v.", se), se.Offset+1)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return nil, w.notJSON(path, "Unexpected end of content while reading JSON.")
 	}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+
+	"github.com/profilesync/profilesync/internal/azstorage"
+	"github.com/profilesync/profilesync/internal/spo"
+)
+
+// store adapts azstorage.Blobs to the engine's small interfaces: List gives
+// names, Delete ignores a blob that is already gone.
+type store struct{ *azstorage.Blobs }
+
+func (s store) List(ctx context.Context, prefix string) ([]string, error) {
+	infos, err := s.Blobs.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(infos))
+	for i, b := range infos {
+		names[i] = b.Name
+	}
+	return names, nil
+}
+
+func (s store) Delete(ctx context.Context, name string) error {
+	if err := s.Blobs.Delete(ctx, name, ""); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// spoLogs reads a job's log folder through SharePoint REST, streaming each file.
+type spoLogs struct{ c *spo.Client }
+
+// maxLogLine bounds one log line; SharePoint's are short.
+const maxLogLine = 1 << 20
+
+func (l spoLogs) LogLines(ctx context.Context, folderURI string, fn func(string) error) error {
+	files, err := l.c.ListFolder(ctx, folderURI)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(l.c.Download(ctx, f.ServerRelativeURL, pw)) }()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64*1024), maxLogLine)
+		for sc.Scan() {
+			if err := fn(sc.Text()); err != nil {
+				pr.CloseWithError(err)
+				return err
+			}
+		}
+		if err := sc.Err(); err != nil {
+			pr.CloseWithError(err)
+			return fmt.Errorf("reading log file %s: %w", f.Name, err)
+		}
+	}
+	return nil
+}

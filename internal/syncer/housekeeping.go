@@ -1,0 +1,100 @@
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/profilesync/profilesync/internal/profile"
+)
+
+// Remover deletes a SharePoint file or folder by URL; a missing one wraps
+// fs.ErrNotExist.
+type Remover interface {
+	Delete(ctx context.Context, url string) error
+}
+
+// Housekeeper deletes the import files and log folders of recorded jobs once
+// they are older than After. SharePoint never deletes them, and libraries
+// that keep every daily file eventually hit the list view threshold
+// (pnp/powershell#3814). Files of jobs that did not end (TimedOut) are kept:
+// SharePoint may still read them.
+type Housekeeper struct {
+	Blobs Blobs
+	List  Lister
+	Files Remover
+	After time.Duration
+	Now   func() time.Time
+	Log   *slog.Logger
+	// Max bounds the jobs cleaned in one sweep (default 100), so a first sweep
+	// over a long history does not hold up a sync.
+	Max int
+}
+
+// Sweep cleans what is due and reports how many jobs it cleaned.
+func (h *Housekeeper) Sweep(ctx context.Context) (int, error) {
+	if h.After <= 0 {
+		return 0, nil
+	}
+	now := time.Now().UTC()
+	if h.Now != nil {
+		now = h.Now().UTC()
+	}
+	limit := h.Max
+	if limit <= 0 {
+		limit = 100
+	}
+	log := h.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	names, err := h.List.List(ctx, JobsPrefix)
+	if err != nil {
+		return 0, fmt.Errorf("listing job records: %w", err)
+	}
+	cleaned := 0
+	for _, name := range names {
+		if cleaned >= limit {
+			break
+		}
+		data, etag, err := h.Blobs.Get(ctx, name)
+		if err != nil {
+			return cleaned, fmt.Errorf("reading %s: %w", name, err)
+		}
+		var rec JobRecord
+		if err := json.Unmarshal(data, &rec); err != nil {
+			log.Warn("housekeeping: unreadable job record", "blob", name, "err", err)
+			continue
+		}
+		if !rec.Cleaned.IsZero() || (rec.State != profile.Succeeded.String() && rec.State != profile.Error.String()) {
+			continue
+		}
+		born := rec.QueuedAt
+		if born.IsZero() {
+			born = rec.Recorded
+		}
+		if now.Sub(born) < h.After {
+			continue
+		}
+		for _, u := range []string{rec.SourceURI, rec.LogFolderURI} {
+			if u == "" {
+				continue
+			}
+			if err := h.Files.Delete(ctx, u); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return cleaned, fmt.Errorf("housekeeping job %s: deleting %s: %w", rec.JobID, u, err)
+			}
+		}
+		rec.Cleaned = now
+		data, _ = json.MarshalIndent(rec, "", "  ")
+		if _, err := h.Blobs.Put(ctx, name, data, etag); err != nil && !errors.Is(err, profile.ErrStale) {
+			return cleaned, fmt.Errorf("housekeeping job %s: %w", rec.JobID, err)
+		}
+		log.Info("housekeeping: deleted import file and log folder", "job", rec.JobID, "file", rec.SourceURI, "log", rec.LogFolderURI)
+		cleaned++
+	}
+	return cleaned, nil
+}
