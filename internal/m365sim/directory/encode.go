@@ -31,7 +31,7 @@ func encodeProp(name string, v any) (string, error) {
 			return encodeOnPrem(m)
 		}
 	}
-	b, err := appendJSON(nil, v, 0)
+	b, err := appendJSON(make([]byte, 0, 48), v, 0)
 	if err != nil {
 		return "", err
 	}
@@ -46,7 +46,8 @@ func encodeOnPrem(m map[string]any) (string, error) {
 			return "", fmt.Errorf("unknown key %q in %s", k, onPremAttrs)
 		}
 	}
-	b := []byte{'{'}
+	b := make([]byte, 1, 512)
+	b[0] = '{'
 	for i, k := range onPremKeys {
 		if i > 0 {
 			b = append(b, ',')

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -104,7 +105,21 @@ func NewStore() *Store {
 	}
 }
 
-var propName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,119}$`)
+// validName reports whether k is a letter followed by up to 119 letters,
+// digits or underscores (ASCII).
+func validName(k string) bool {
+	if len(k) == 0 || len(k) > 120 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (i == 0 || !(c >= '0' && c <= '9' || c == '_')) {
+			return false
+		}
+	}
+	return true
+}
 
 // reserved names cannot be stored as properties.
 var reserved = map[string]bool{"id": true, "manager": true, "directreports": true}
@@ -223,7 +238,7 @@ func prepare(u User) (prepared, error) {
 }
 
 func checkName(k string) error {
-	if !propName.MatchString(k) || reserved[strings.ToLower(k)] {
+	if !validName(k) || reserved[strings.ToLower(k)] {
 		return fmt.Errorf("%w: %q cannot be a property name", ErrInvalid, k)
 	}
 	return nil
@@ -233,7 +248,8 @@ func checkName(k string) error {
 // lock and have checked for duplicates. sortNow keeps s.sorted ordered.
 func (s *Store) insert(p prepared, sortNow bool) *entry {
 	s.ver++
-	e := &entry{id: p.id, state: Active, created: s.ver, lastLog: -1}
+	e := &entry{id: p.id, state: Active, created: s.ver, lastLog: -1,
+		vals: make([]string, len(s.fields)), vers: make([]int64, len(s.fields))}
 	for i, name := range p.names {
 		s.setRaw(e, name, p.vals[i])
 	}
@@ -378,11 +394,23 @@ func (s *Store) Add(u User) (User, error) {
 // Nothing is added when any user is invalid.
 func (s *Store) Load(users []User) error {
 	ps := make([]prepared, len(users))
+	errs := make([]error, len(users))
+	// Encoding is pure and dominates start-up time: spread it over the CPUs.
+	workers := min(runtime.GOMAXPROCS(0), 1+len(users)/1000)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(users); i += workers {
+				ps[i], errs[i] = prepare(users[i])
+			}
+		})
+	}
+	wg.Wait()
 	seen := make(map[string]bool, len(users))
 	upns := make(map[string]bool, len(users))
 	for i, u := range users {
-		p, err := prepare(u)
-		if err != nil {
+		p := ps[i]
+		if err := errs[i]; err != nil {
 			return fmt.Errorf("user %d: %w", i, err)
 		}
 		if seen[p.id] {
@@ -410,8 +438,20 @@ func (s *Store) Load(users []User) error {
 			}
 		}
 	}
+	// Many values repeat across a tenant ("Member", true, "[]", job
+	// titles); sharing one copy of each keeps large tenants small.
+	intern := make(map[string]string)
 	entries := make([]*entry, len(ps))
 	for i, p := range ps {
+		for j, v := range p.vals {
+			if len(v) <= 64 {
+				if c, ok := intern[v]; ok {
+					p.vals[j] = c
+				} else {
+					intern[v] = v
+				}
+			}
+		}
 		entries[i] = s.insert(p, false)
 	}
 	for i, p := range ps {

@@ -313,6 +313,7 @@ func BenchmarkDeltaInitialRound(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	f := newFixture(b, n, 999)
+	f.users = nil // measure what the simulator keeps, not the generator's output
 	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)

@@ -123,7 +123,8 @@ func dig(v any, path ...any) any {
 // putFile uploads content to folder (server-relative, decoded) via REST.
 func putFile(t *testing.T, s *Server, folder, name, content string) {
 	t.Helper()
-	target := siteAPI + "GetFolderByServerRelativePath(decodedurl='" + escapePath(folder) + "')/Files/AddUsingPath(decodedurl='" + escapePath(name) + "',overwrite=true)"
+	api := "/sites/" + segments(folder)[1] + "/_api/web/"
+	target := api + "GetFolderByServerRelativePath(decodedurl='" + escapePath(folder) + "')/Files/AddUsingPath(decodedurl='" + escapePath(name) + "',overwrite=true)"
 	if rec := do(t, s, http.MethodPost, target, content); rec.Code != http.StatusOK {
 		t.Fatalf("upload %s/%s: %d %s", folder, name, rec.Code, rec.Body.String())
 	}

@@ -218,16 +218,6 @@ type segment struct {
 	args   []arg
 }
 
-// named returns the argument called name (ignoring case).
-func (s segment) named(name string) (literal, bool) {
-	for _, a := range s.args {
-		if strings.EqualFold(a.name, name) {
-			return a.lit, true
-		}
-	}
-	return literal{}, false
-}
-
 // parseODataPath splits a decoded REST path below /_api/ into segments.
 // Quoted literals may hold '/', '(' and ')' and double their single quotes.
 // Parameter aliases (@a1) are looked up in aliases.

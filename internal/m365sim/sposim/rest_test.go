@@ -81,6 +81,12 @@ func TestREST(t *testing.T) {
 					t.Errorf("stored %q, %v", b, ok)
 				}
 			}},
+		{name: "add file by server-relative url", method: "POST", target: folderURL + "/Files/add(url='" + libURL + "/sub2.json',overwrite=true)", body: "s",
+			status: 200, want: map[string]any{"ServerRelativeUrl": libPath + "/sub2.json"}},
+		{name: "add file by relative path with folder", method: "POST", target: siteAPI + "GetFolderByServerRelativeUrl('" + libURL + "')/Files/add(url='upa/e.json',overwrite=true)", body: "e",
+			status: 200, want: map[string]any{"ServerRelativeUrl": libPath + "/upa/e.json"}},
+		{name: "add file into site root", method: "POST", target: siteAPI + "RootFolder/Files/add(url='e.json',overwrite=true)", body: "e",
+			status: 400, want: map[string]any{"odata.error.code": codeArgument}},
 		{name: "AddUsingPath, arguments swapped", method: "POST", target: folderURL + "/Files/AddUsingPath(overwrite=false,decodedurl='c.json')", body: "c",
 			status: 200, want: map[string]any{"Name": "c.json", "Length": "1"}},
 		{name: "add file without overwrite on existing", method: "POST", target: folderURL + "/Files/add(url='a.json',overwrite=false)", body: "x",
@@ -322,5 +328,27 @@ func TestChunkOnMissingFile(t *testing.T) {
 	}
 	if len(s.uploads) != 0 {
 		t.Errorf("%d sessions left", len(s.uploads))
+	}
+}
+
+// BenchmarkUpload measures a simple upload; allocations must not grow with
+// the body, which is streamed to disk.
+func BenchmarkUpload(b *testing.B) {
+	s, err := New(Options{BaseURL: testBase, FileDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	body := strings.Repeat("x", 8<<20)
+	target := siteAPI + "GetFolderByServerRelativeUrl('" + libURL + "')/Files/add(url='big.json',overwrite=true)"
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, target, strings.NewReader(body))
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatalf("status %d", rec.Code)
+		}
 	}
 }
