@@ -35,6 +35,10 @@ stage:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='-s -w' -o $(APP)/handler ./handler
 	cp local.settings.json $(APP)/
 
+#? package: the deployment zip .build/profilesync.zip (the staged app without local.settings.json)
+package:
+	GO=$(GO) BUILD_DIR=$(BUILD) scripts/package.sh
+
 #? start: run the staged app with Azure Functions Core Tools (func must be installed)
 start: stage
 	cd $(APP) && func start
@@ -43,4 +47,4 @@ start: stage
 sim:
 	$(GO) run ./cmd/m365sim --port 8370 --users 2000 --identity-header local-dev-identity-header
 
-.PHONY: help demo test bench build stage start sim
+.PHONY: help demo test bench build stage package start sim

@@ -232,21 +232,21 @@ func (s *stack) lastRun() syncer.Run {
 	if len(list) == 0 {
 		s.t.Fatal("no run record")
 	}
-	newest := list[0].Name
+	var newest syncer.Run
 	for _, b := range list {
-		if b.Name > newest {
-			newest = b.Name
+		data, _, err := s.blobs.Get(context.Background(), b.Name)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		var r syncer.Run
+		if err := json.Unmarshal(data, &r); err != nil {
+			s.t.Fatal(err)
+		}
+		if r.Started.After(newest.Started) {
+			newest = r
 		}
 	}
-	data, _, err := s.blobs.Get(context.Background(), newest)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	var r syncer.Run
-	if err := json.Unmarshal(data, &r); err != nil {
-		s.t.Fatal(err)
-	}
-	return r
+	return newest
 }
 
 func (s *stack) state() syncer.State {

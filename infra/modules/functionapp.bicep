@@ -67,6 +67,9 @@ param statusPollBackoff string = '1m,2m,5m,10m,15m,30m'
 @description('STATUS_POLL_MAX_AGE: stop polling a job after this long.')
 param statusPollMaxAge string = '48h'
 
+@description('CLEANUP_AFTER_DAYS: delete import files and job logs older than this many days; 0 keeps everything.')
+param cleanupAfterDays string = '0'
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
   location: location
@@ -144,6 +147,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       SYNC_STATUS_QUEUE: statusQueueName
       STATUS_POLL_BACKOFF: statusPollBackoff
       STATUS_POLL_MAX_AGE: statusPollMaxAge
+      CLEANUP_AFTER_DAYS: cleanupAfterDays
     }
   }
 }

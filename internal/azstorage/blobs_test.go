@@ -302,7 +302,10 @@ func TestLockLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tick <- time.Now() // a renewal that succeeds
+	send(t, tick) // a renewal that succeeds
+	if err := l.Err(); err != nil {
+		t.Fatalf("lost after a good renewal: %v", err)
+	}
 	other, err := lease.NewBlobClient(b.container.NewBlobClient("sync.lock"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +314,8 @@ func TestLockLost(t *testing.T) {
 	if _, err := other.BreakLease(ctx, &lease.BlobBreakOptions{BreakPeriod: &zero}); err != nil {
 		t.Fatal(err)
 	}
-	tick <- time.Now() // a renewal that fails
+	t.Logf("before second tick: %v", l.Err())
+	send(t, tick) // a renewal that fails
 	select {
 	case <-l.Lost():
 	case <-time.After(30 * time.Second): // guard against a hang, not a timing assumption
@@ -329,6 +333,16 @@ func TestLockLost(t *testing.T) {
 	case <-l.done:
 	default:
 		t.Error("renewal goroutine still running after Release")
+	}
+}
+
+// send delivers one tick to the renewal goroutine.
+func send(t *testing.T, tick chan<- time.Time) {
+	t.Helper()
+	select {
+	case tick <- time.Now():
+	case <-time.After(30 * time.Second): // hang guard
+		t.Fatal("the renewal goroutine does not take ticks")
 	}
 }
 

@@ -187,7 +187,7 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		}
 		count += len(batch)
 		if pages%10 == 0 {
-			c.log.Info("reading users from Graph", "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond))
+			c.log.Info("reading users from Graph", "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())
 		}
 		if next := resp.GetOdataNextLink(); next != nil && *next != "" {
 			resp, err = builder.WithUrl(*next).GetAsDeltaGetResponse(ctx, nil)
@@ -197,7 +197,7 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		if dl == nil || *dl == "" {
 			return "", errors.New("graph delta round ended without @odata.deltaLink")
 		}
-		c.log.Info("Graph delta round done", "initial", initial, "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond))
+		c.log.Info("Graph delta round done", "initial", initial, "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())
 		return *dl, nil
 	}
 }

@@ -195,9 +195,9 @@ func (e *Engine) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// NewRunID returns a time-ordered run id such as 20261128T183000Z-1a2b3c4d.
+// NewRunID returns a time-ordered run id such as 20261128T183000.123Z-1a2b3c4d.
 func NewRunID(t time.Time) string {
-	return t.UTC().Format("20060102T150405Z") + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:8]
+	return t.UTC().Format("20060102T150405.000Z") + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:8]
 }
 
 // Sync performs one run. It returns the run record (also when the run
@@ -238,7 +238,7 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 	}
 	log.Info("sync done", "mode", run.Mode, "reason", run.Reason, "whatIf", run.WhatIf,
 		"read", run.Read, "sent", run.Sent, "skipped", run.Skipped, "files", len(run.Files),
-		"jobs", run.JobIDs, "duration", time.Duration(run.DurationMS)*time.Millisecond)
+		"jobs", run.JobIDs, "duration", (time.Duration(run.DurationMS) * time.Millisecond).String())
 	return run, nil
 }
 

@@ -48,6 +48,12 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	seen := map[string]bool{}
+	for i := range in.Requests {
+		// msgraph-sdk-go sends "body": null on GET items; null is no body.
+		if string(bytes.TrimSpace(in.Requests[i].Body)) == "null" {
+			in.Requests[i].Body = nil
+		}
+	}
 	for _, br := range in.Requests {
 		switch {
 		case br.ID == "" || br.Method == "" || br.URL == "":
