@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/profilesync/profilesync/internal/m365sim/directory"
+	"github.com/profilesync/profilesync/internal/m365sim/faults"
 	"github.com/profilesync/profilesync/internal/syncer"
 )
 
@@ -326,6 +327,83 @@ func TestUserSwitchesAndEmailIDs(t *testing.T) {
 			t.Errorf("user %s without mail reached SharePoint", u.ID)
 		case mail != "" && !u.Deleted && !has:
 			t.Errorf("user %s (guest %v disabled %v) with mail missing from SharePoint", u.ID, isGuest(u), isDisabled(u))
+		}
+	}
+}
+
+func TestFailedUploadOrQueueKeepsTheDeltaLink(t *testing.T) {
+	s := startStack(t, stackOptions{users: 60})
+	s.putMapping(e2eMapping)
+	if inv := s.invoke("SyncTimer", timerFirst); inv.Status != 200 {
+		t.Fatalf("%d %s", inv.Status, inv.Raw)
+	}
+	var members []directory.User
+	for _, u := range s.sim.Directory.Users()[directory.GenFixedCount:] {
+		if !u.Deleted && !isGuest(u) && !isDisabled(u) {
+			members = append(members, u)
+		}
+	}
+	for i, tc := range []struct {
+		name string
+		rule faults.Rule
+	}{
+		{"upload", faults.Rule{Origin: faults.SPO, Method: "POST", Path: "AddUsingPath", Status: 500, Count: 1}},
+		{"queue", faults.Rule{Origin: faults.SPO, Method: "POST", Path: "ProcessQuery", Status: 500, Count: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := members[i]
+			title := "Changed before a failed " + tc.name
+			if _, err := s.sim.Directory.Update(u.ID, directory.Patch{Props: map[string]any{"jobTitle": title}}); err != nil {
+				t.Fatal(err)
+			}
+			// Earlier jobs count as finished (no status poller runs in this test), so the
+			// run's only SharePoint calls are the upload and the queue call.
+			s.clearPolls(t)
+			before := s.state()
+			if err := s.sim.Faults.Add(tc.rule); err != nil {
+				t.Fatal(err)
+			}
+			inv := s.invoke("SyncTimer", timerNormal)
+			if inv.Status < 300 {
+				t.Fatalf("a failed %s answered %d", tc.name, inv.Status)
+			}
+			if after := s.state(); after.DeltaLink != before.DeltaLink {
+				t.Fatalf("the delta link moved after a failed %s", tc.name)
+			}
+			run := s.lastRun()
+			if run.Status != syncer.StatusFailed || run.DeltaSaved || len(run.JobIDs) != 0 {
+				t.Errorf("run %+v", run)
+			}
+			if tc.name == "queue" && (len(run.Files) != 1 || run.Files[0].URL == "") {
+				t.Errorf("the failed queue run should have uploaded its file first: %+v", run.Files)
+			}
+			if p, _ := s.sim.SPO.Profile(u.ID); p["Building"] == title {
+				t.Fatal("the change reached SharePoint although the run failed")
+			}
+			// The next run sends the same user again.
+			if inv := s.invoke("SyncTimer", timerNormal); inv.Status != 200 {
+				t.Fatalf("retry: %d %s", inv.Status, inv.Raw)
+			}
+			run = s.lastRun()
+			if run.Status != syncer.StatusSucceeded || run.Sent < 1 {
+				t.Fatalf("retry run %+v", run)
+			}
+			if p, _ := s.sim.SPO.Profile(u.ID); p["Building"] != title {
+				t.Errorf("after the retry Building = %q, want %q", p["Building"], title)
+			}
+		})
+	}
+}
+
+func (s *stack) clearPolls(t *testing.T) {
+	t.Helper()
+	list, err := s.blobs.List(t.Context(), syncer.PollsPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range list {
+		if err := s.blobs.Delete(t.Context(), b.Name, ""); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -27,6 +27,9 @@ param folder string = 'Shared Documents'
 @description('SYNC_SCHEDULE: NCRONTAB schedule of the sync, in UTC (default: 02:00 every day).')
 param schedule string = '0 0 2 * * *'
 
+@description('CLEANUP_AFTER_DAYS: delete import files and job logs from the library after this many days; 0 keeps them all.')
+param cleanupAfterDays string = '0'
+
 @description('GRAPH_ENDPOINT: Microsoft Graph origin; change only for national clouds.')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
@@ -115,6 +118,7 @@ module functionApp './modules/functionapp.bicep' = {
     folder: folder
     schedule: schedule
     graphEndpoint: graphEndpoint
+    cleanupAfterDays: cleanupAfterDays
     stateContainerName: stateContainerName
     statusQueueName: statusQueueName
   }

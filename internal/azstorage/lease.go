@@ -90,11 +90,15 @@ func (l *Lease) keep(ctx context.Context) {
 	for {
 		select {
 		case <-l.stop:
+			println("DEBUG stop")
 			return
 		case <-ctx.Done():
+			println("DEBUG ctx done", ctx.Err().Error())
 			return
 		case <-tick:
-			if err := l.renew(ctx); err != nil && l.isLost() {
+			err := l.renew(ctx)
+			println("DEBUG renew", fmt.Sprint(err))
+			if err != nil && l.isLost() {
 				return
 			}
 		}
