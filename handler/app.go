@@ -33,15 +33,17 @@ type app struct {
 }
 
 // newApp builds every adapter from the settings. It does not touch the network.
-func newApp(cfg config, log *slog.Logger) (*app, error) {
-	cred, err := credential(cfg)
+// interactive is true for the administrator's command line, which may sign in
+// with the Azure CLI's account when no other identity is configured.
+func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
+	cred, err := credential(cfg, interactive)
 	if err != nil {
 		return nil, err
 	}
 	storageCred := azcore.TokenCredential(nil)
 	if cfg.Storage.NeedsCredential() {
 		storageCred = cred
-		if id := cfg.Storage.ClientID(); id != "" && id != cfg.ClientID {
+		if id := cfg.Storage.ClientID(); id != "" && id != cfg.ClientID && cfg.IdentityEndpoint != "" {
 			storageCred, err = azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(id)})
 			if err != nil {
 				return nil, fmt.Errorf("storage managed identity: %w", err)
@@ -92,8 +94,10 @@ func newApp(cfg config, log *slog.Logger) (*app, error) {
 
 // credential picks the identity: a certificate service principal when
 // AZURE_CLIENT_CERTIFICATE_PATH is set, otherwise managed identity
-// (user-assigned when AZURE_CLIENT_ID is set).
-func credential(cfg config) (azcore.TokenCredential, error) {
+// (user-assigned when AZURE_CLIENT_ID is set). On an administrator's
+// workstation (interactive, no IDENTITY_ENDPOINT) it is the account of
+// `az login`.
+func credential(cfg config, interactive bool) (azcore.TokenCredential, error) {
 	if cfg.CertPath != "" {
 		data, err := os.ReadFile(cfg.CertPath)
 		if err != nil {
@@ -105,6 +109,13 @@ func credential(cfg config) (azcore.TokenCredential, error) {
 		}
 		return azidentity.NewClientCertificateCredential(cfg.TenantID, cfg.ClientID, certs, key,
 			&azidentity.ClientCertificateCredentialOptions{SendCertificateChain: true})
+	}
+	if interactive && cfg.IdentityEndpoint == "" {
+		cred, err := azidentity.NewAzureCLICredential(nil)
+		if err != nil {
+			return nil, fmt.Errorf("Azure CLI sign-in: %w", err)
+		}
+		return cred, nil
 	}
 	opts := &azidentity.ManagedIdentityCredentialOptions{}
 	if cfg.ClientID != "" {

@@ -30,7 +30,7 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("invalid settings:\n%w", err)
 	}
 	log := newLogger(stdout, getenv)
-	a, err := newApp(cfg, log)
+	a, err := newApp(cfg, log, true)
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,7 @@ func mappingCmd(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return fmt.Errorf("invalid settings:\n%w", err)
 	}
-	a, err := newApp(cfg, newLogger(io.Discard, getenv))
+	a, err := newApp(cfg, newLogger(io.Discard, getenv), true)
 	if err != nil {
 		return err
 	}

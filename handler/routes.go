@@ -134,7 +134,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("invalid settings:\n%w", err)
 	}
-	a, err := newApp(cfg, log)
+	a, err := newApp(cfg, log, false)
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ func statusCmd(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return fmt.Errorf("invalid settings:\n%w", err)
 	}
-	a, err := newApp(cfg, newLogger(io.Discard, getenv))
+	a, err := newApp(cfg, newLogger(io.Discard, getenv), true)
 	if err != nil {
 		return err
 	}

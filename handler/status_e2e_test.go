@@ -238,4 +238,3 @@ func TestImportStatusJobLevelErrorAndTransientFaults(t *testing.T) {
 		t.Fatalf("record %+v", rec)
 	}
 }
-

@@ -46,17 +46,29 @@ installed_version() {
 	node -p "require(process.argv[1]).version" "$pkg" 2>/dev/null || true
 }
 
+is_installed() {
+	[[ "$(installed_version)" == "$AZURITE_VERSION" && -x "$BIN" ]]
+}
+
 cmd_install() {
 	command -v node >/dev/null 2>&1 || die "node is not installed (Azurite needs Node.js >= 20; install it, e.g. apt-get install nodejs npm)"
 	command -v npm >/dev/null 2>&1 || die "npm is not installed (install it, e.g. apt-get install npm)"
-	if [[ "$(installed_version)" == "$AZURITE_VERSION" && -x "$BIN" ]]; then
-		return 0
-	fi
-	echo "azurite.sh: installing azurite@$AZURITE_VERSION into $PREFIX" >&2
+	is_installed && return 0
 	mkdir -p "$PREFIX"
-	npm install --prefix "$PREFIX" --no-audit --no-fund "azurite@$AZURITE_VERSION" >&2 ||
-		die "npm install azurite@$AZURITE_VERSION failed"
-	[[ -x "$BIN" ]] || die "npm install finished but $BIN is missing"
+	# Test binaries of several packages may start at once on a fresh
+	# checkout: one installs, the others wait and then find it done. The
+	# lock's descriptor is closed before Azurite starts so it is not inherited.
+	if command -v flock >/dev/null 2>&1; then
+		exec 9>"$PREFIX.lock"
+		flock 9
+	fi
+	if ! is_installed; then
+		echo "azurite.sh: installing azurite@$AZURITE_VERSION into $PREFIX" >&2
+		npm install --prefix "$PREFIX" --no-audit --no-fund "azurite@$AZURITE_VERSION" >&2 ||
+			die "npm install azurite@$AZURITE_VERSION failed"
+		is_installed || die "npm install finished but $BIN is missing"
+	fi
+	exec 9>&-
 }
 
 # answers PORT succeeds when something on 127.0.0.1:PORT speaks HTTP (any status).

@@ -19,12 +19,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
-	"strconv"
+		"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/profilesync/profilesync/internal/azstorage"
 	"github.com/profilesync/profilesync/internal/m365sim"
 	"github.com/profilesync/profilesync/internal/m365sim/directory"
 )
@@ -64,6 +64,20 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer stopAzurite()
 
+	cs, err := azstorage.ParseConnection("AzureWebJobsStorage", func(k string) string {
+		if k == "AzureWebJobsStorage" {
+			return conn
+		}
+		return ""
+	})
+	if err != nil {
+		return err
+	}
+	queue, err := azstorage.NewQueue(cs, nil, "profilesync-status")
+	if err != nil {
+		return err
+	}
+
 	say("== 2. Starting the Microsoft 365 simulator with %d users (jobs take a few seconds, like SharePoint's, only faster)", *users)
 	sim, err := m365sim.Start(m365sim.Options{Users: *users, Seed: 42, JobStep: time.Second, IdentityHeader: "demo-identity-header"})
 	if err != nil {
@@ -88,7 +102,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		"FUNCTIONS_CUSTOMHANDLER_PORT=" + strconv.Itoa(port),
 		"AzureWebJobsStorage=" + conn,
 		"SPO_FOLDER=Shared Documents/Profile Imports",
-		"STATUS_POLL_BACKOFF=5s,10s,30s",
+		"STATUS_POLL_BACKOFF=2s,3s",
 	}, sim.Env()...)
 	logFile := filepath.Join(work, "handler.log")
 	lf, err := os.Create(logFile)
@@ -131,8 +145,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := invokeTimer(ctx, base, fmt.Sprintf(timerPayload, "0001-01-01T00:00:00+00:00", now.Format(time.RFC3339), "0001-01-01T00:00:00+00:00", now.Format(time.RFC3339Nano)), say); err != nil {
 		return fmt.Errorf("%w\n%s", err, tail(logFile))
 	}
-	if err := waitJobs(ctx, sim, say); err != nil {
-		return err
+	if err := followJobs(ctx, queue, base, say); err != nil {
+		return fmt.Errorf("%w\n%s", err, tail(logFile))
 	}
 
 	// Pick a few ordinary members to change.
@@ -176,8 +190,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := invokeTimer(ctx, base, fmt.Sprintf(timerPayload, now.Add(-15*time.Minute).Format(time.RFC3339), now.Format(time.RFC3339), now.Add(-15*time.Minute).Format(time.RFC3339), now.Format(time.RFC3339Nano)), say); err != nil {
 		return fmt.Errorf("%w\n%s", err, tail(logFile))
 	}
-	if err := waitJobs(ctx, sim, say); err != nil {
-		return err
+	if err := followJobs(ctx, queue, base, say); err != nil {
+		return fmt.Errorf("%w\n%s", err, tail(logFile))
 	}
 
 	say("== 8. What changed in the SharePoint profiles")
@@ -190,23 +204,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			}
 		}
 	}
-	say("\n== Jobs in SharePoint (simulated)")
-	for _, j := range sim.SPO.Jobs() {
-		say("   %s  %-10s error %d  %s", j.JobID, stateName(j.State), j.Error, j.SourceURI)
+	say("\n== handler status (the recorded jobs, like Get-PnPUPABulkImportStatus)")
+	st := exec.CommandContext(ctx, bin, "status")
+	st.Env = env
+	b, err := st.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("handler status: %v\n%s", err, b)
 	}
+	say("%s", indent(string(b)))
 	say("\nDone. The handler's log is JSON on stdout (what the Functions host collects); last lines:\n%s", tail(logFile))
 	return nil
 }
 
 func upn(u directory.User) string { return fmt.Sprint(u.Props["userPrincipalName"]) }
-
-func stateName(s int) string {
-	names := []string{"Unknown", "Submitted", "Processing", "Queued", "Succeeded", "Error"}
-	if s >= 0 && s < len(names) {
-		return names[s]
-	}
-	return strconv.Itoa(s)
-}
 
 // invokeTimer posts a timer payload as the Functions host does and prints the invocation's log lines.
 func invokeTimer(ctx context.Context, base, payload string, say func(string, ...any)) error {
@@ -232,33 +242,71 @@ func invokeTimer(ctx context.Context, base, payload string, say func(string, ...
 	return nil
 }
 
-// waitJobs follows the simulator's import jobs until none is running (bounded).
-func waitJobs(ctx context.Context, sim *m365sim.Sim, say func(string, ...any)) error {
-	seen := map[string]int{}
+// followJobs plays the Functions host's queue trigger: it takes each status
+// message from the queue once visible, posts it to /ImportStatus exactly as
+// the host does (double-encoded) and deletes it when the invocation succeeds,
+// until no message is left (bounded).
+func followJobs(ctx context.Context, q *azstorage.Queue, base string, say func(string, ...any)) error {
 	deadline := time.Now().Add(2 * time.Minute)
+	idle := 0
 	for time.Now().Before(deadline) {
-		running := 0
-		jobs := sim.SPO.Jobs()
-		sort.Slice(jobs, func(i, k int) bool { return jobs[i].Submitted.Before(jobs[k].Submitted) })
-		for _, j := range jobs {
-			if seen[j.JobID] != j.State+1 {
-				say("   job %s: %s", j.JobID, stateName(j.State))
-				seen[j.JobID] = j.State + 1
-			}
-			if j.State < 4 {
-				running++
-			}
+		msgs, err := q.Receive(ctx, 1, 30*time.Second)
+		if err != nil {
+			return err
 		}
-		if running == 0 {
+		if len(msgs) == 0 {
+			peek, err := q.Peek(ctx, 1)
+			if err != nil {
+				return err
+			}
+			// Peek sees only visible messages; a few idle rounds in a row with
+			// nothing received means the last poll ended the job.
+			if len(peek) == 0 {
+				idle++
+				if idle > 12 { // 12 x 250 ms with no scheduled poll becoming visible
+					return nil
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		}
+		idle = 0
+		m := msgs[0]
+		enc := func(s string) string {
+			once, _ := json.Marshal(s)
+			twice, _ := json.Marshal(string(once))
+			return string(twice)
+		}
+		payload := fmt.Sprintf(`{"Data":{"msg":%s},"Metadata":{"DequeueCount":%q,"Id":%s,"PopReceipt":%s,"sys":{"MethodName":"ImportStatus"}}}`,
+			enc(string(m.Body)), strconv.FormatInt(m.DequeueCount, 10), enc(m.ID), enc(m.PopReceipt))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/ImportStatus", strings.NewReader(payload))
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		var env struct{ Logs []string }
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		json.Unmarshal(body, &env)
+		for _, l := range env.Logs {
+			say("   ImportStatus: %s", l)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("ImportStatus failed: %d %s", resp.StatusCode, body)
+		}
+		if err := q.Delete(ctx, m); err != nil {
+			return err
+		}
+		if strings.Contains(strings.Join(env.Logs, " "), " ended: ") {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
 	}
-	return fmt.Errorf("import jobs did not finish within 2 minutes")
+	return fmt.Errorf("the import job did not end within 2 minutes")
 }
 
 func startAzurite(ctx context.Context, work string) (conn string, stop func(), err error) {

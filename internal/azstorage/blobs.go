@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -213,7 +214,7 @@ func (b *Blobs) List(ctx context.Context, prefix string) ([]BlobInfo, error) {
 			}
 			info := BlobInfo{Name: *item.Name}
 			if p := item.Properties; p != nil {
-				info.ETag = etagString(p.ETag)
+				info.ETag = quoteETag(etagString(p.ETag))
 				if p.ContentLength != nil {
 					info.Size = *p.ContentLength
 				}
@@ -232,4 +233,14 @@ func etagString(e *azcore.ETag) string {
 		return ""
 	}
 	return string(*e)
+}
+
+// quoteETag puts a listed ETag in the quoted form the ETag header uses: the
+// service's list XML leaves the quotes off, and the forms should compare equal
+// and be usable as ifMatch alike.
+func quoteETag(e string) string {
+	if e == "" || strings.HasPrefix(e, `"`) || strings.HasPrefix(e, `W/"`) {
+		return e
+	}
+	return `"` + e + `"`
 }

@@ -199,6 +199,13 @@ func TestList(t *testing.T) {
 			t.Errorf("List(%q) = %q, want %q", tc.prefix, gotNames, tc.want)
 		}
 	}
+	listed, err := b.List(ctx, "state.json")
+	if err != nil || len(listed) != 1 {
+		t.Fatalf("List(state.json) = %v, %v", listed, err)
+	}
+	if _, err := b.Put(ctx, "state.json", []byte("x"), listed[0].ETag); err != nil {
+		t.Errorf("Put with a listed ETag: %v", err)
+	}
 	b.listLimit = 4
 	if _, err := b.List(ctx, "runs/"); err == nil {
 		t.Errorf("List over the limit: no error")
@@ -302,10 +309,6 @@ func TestLockLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	send(t, tick) // a renewal that succeeds
-	if err := l.Err(); err != nil {
-		t.Fatalf("lost after a good renewal: %v", err)
-	}
 	other, err := lease.NewBlobClient(b.container.NewBlobClient("sync.lock"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -314,7 +317,6 @@ func TestLockLost(t *testing.T) {
 	if _, err := other.BreakLease(ctx, &lease.BlobBreakOptions{BreakPeriod: &zero}); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("before second tick: %v", l.Err())
 	send(t, tick) // a renewal that fails
 	select {
 	case <-l.Lost():
@@ -324,8 +326,18 @@ func TestLockLost(t *testing.T) {
 	if l.Err() == nil {
 		t.Error("Err is nil on a lost lease")
 	}
+	// The broken lease is free for someone else, and the old holder's
+	// Release must not release the new holder's lease.
+	l2, err := b.Lock(ctx, "sync.lock")
+	if err != nil {
+		t.Fatalf("Lock after the break: %v", err)
+	}
+	defer l2.Release(ctx)
 	if err := l.Release(ctx); err != nil {
 		t.Errorf("Release of a lost lease: %v", err)
+	}
+	if _, err := b.Lock(ctx, "sync.lock"); !errors.Is(err, profile.ErrBusy) {
+		t.Errorf("Lock while the new holder has it: err = %v, want profile.ErrBusy", err)
 	}
 	// The goroutine has ended: a further tick would block forever, so
 	// only check the done channel.

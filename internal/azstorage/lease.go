@@ -90,15 +90,11 @@ func (l *Lease) keep(ctx context.Context) {
 	for {
 		select {
 		case <-l.stop:
-			println("DEBUG stop")
 			return
 		case <-ctx.Done():
-			println("DEBUG ctx done", ctx.Err().Error())
 			return
 		case <-tick:
-			err := l.renew(ctx)
-			println("DEBUG renew", fmt.Sprint(err))
-			if err != nil && l.isLost() {
+			if err := l.renew(ctx); err != nil && l.isLost() {
 				return
 			}
 		}

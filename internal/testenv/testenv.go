@@ -135,11 +135,13 @@ func startOnce(root string, blobPort, queuePort int) (*AzuriteEnv, error) {
 	if blobPort == queuePort {
 		return nil, errors.New("free port picker returned the same port twice")
 	}
-	parent, err := os.MkdirTemp("", "testenv-azurite-")
-	if err != nil {
-		return nil, fmt.Errorf("creating Azurite folder: %w", err)
+	// The script creates the folder and stop (or its watchdog) removes it
+	// whole, so nothing is left behind even when the test binary is killed.
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("naming the Azurite folder: %w", err)
 	}
-	dir := filepath.Join(parent, "az")
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("testenv-azurite-%d-%s", os.Getpid(), hex.EncodeToString(rnd[:])))
 
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
@@ -153,12 +155,9 @@ func startOnce(root string, blobPort, queuePort int) (*AzuriteEnv, error) {
 	)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
-	// The script creates dir itself; parent only holds it.
-	defer os.Remove(parent)
-	if runErr != nil {
-		_ = os.RemoveAll(parent)
-		return nil, fmt.Errorf("scripts/azurite.sh start: %w\n%s%s", runErr, stdout.String(), stderr.String())
+	if err := cmd.Run(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("scripts/azurite.sh start: %w\n%s%s", err, stdout.String(), stderr.String())
 	}
 	env, err := parseStartOutput(stdout.String())
 	if err != nil {
@@ -218,7 +217,6 @@ func stopAzurite() error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("scripts/azurite.sh stop: %w\n%s", err, out)
 	}
-	_ = os.Remove(filepath.Dir(env.dir))
 	return nil
 }
 

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"context"
+
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/profilesync/profilesync/internal/syncer"
+	"github.com/profilesync/profilesync/internal/testenv"
+)
+
+// BenchmarkPipeline runs full syncs (Graph delta round → import files →
+// upload → queue → state) through the real adapters against the simulator,
+// which runs as a separate process so that only the handler's memory is
+// measured. It reports users per second and the peak Go heap during a run:
+// the heap must not grow with the number of users.
+func BenchmarkPipeline(b *testing.B) {
+	for _, users := range []int{10000, 100000} {
+		b.Run("users="+strconv.Itoa(users), func(b *testing.B) { benchPipeline(b, users) })
+	}
+}
+
+func benchPipeline(b *testing.B, users int) {
+	az := testenv.Azurite(b)
+	simEnv := startSimProcess(b, users)
+	env := map[string]string{
+		"AzureWebJobsStorage": az.ConnectionString,
+		"SYNC_CONTAINER":      testenv.Name(b, "bench"),
+		"SYNC_STATUS_QUEUE":   testenv.Name(b, "benchq"),
+	}
+	for k, v := range simEnv {
+		env[k] = v
+		if strings.HasPrefix(k, "IDENTITY_") {
+			b.Setenv(k, v) // azidentity reads the process environment
+		}
+	}
+	getenv := func(k string) string { return env[k] }
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, err := newApp(cfg, slog.New(slog.DiscardHandler), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := a.prepare(ctx); err != nil {
+		b.Fatal(err)
+	}
+	mapping, _ := os.ReadFile("../examples/mapping.json")
+	if _, err := a.blobs.Put(ctx, syncer.MappingBlob, mapping, ""); err != nil {
+		b.Fatal(err)
+	}
+	a.engine.TempDir = b.TempDir()
+
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // sample the heap while runs go on
+		defer close(done)
+		var ms runtime.MemStats
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > peak.Load() {
+					peak.Store(ms.HeapInuse)
+				}
+			}
+		}
+	}()
+	runtime.GC()
+	b.ResetTimer()
+	sent := 0
+	for b.Loop() {
+		run, err := a.engine.Sync(ctx, syncer.Options{Mode: syncer.ModeFull, AllowOverlap: true, Trigger: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sent += run.Sent
+	}
+	elapsed := b.Elapsed()
+	close(stop)
+	<-done
+	b.ReportMetric(float64(sent)/elapsed.Seconds(), "users/s")
+	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MB")
+}
+
+// startSimProcess builds and starts cmd/m365sim and returns the settings it prints.
+func startSimProcess(b *testing.B, users int) map[string]string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "m365sim")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/m365sim").CombinedOutput(); err != nil {
+		b.Fatalf("building m365sim: %v\n%s", err, out)
+	}
+	// Jobs never start (an hour per step): the benchmark measures the handler, not SharePoint.
+	cmd := exec.Command(bin, "--port", "0", "--users", strconv.Itoa(users), "--seed", "5", "--job-step", "1h", "--identity-header", "bench")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+	env := map[string]string{}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && len(env) < 4 {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			env[k] = v
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	for _, k := range []string{"GRAPH_ENDPOINT", "SPO_SITE_URL", "IDENTITY_ENDPOINT", "IDENTITY_HEADER"} {
+		if env[k] == "" {
+			b.Fatalf("m365sim did not print %s (got %v)", k, env)
+		}
+	}
+	return env
+}
