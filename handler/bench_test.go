@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -64,12 +65,12 @@ func benchPipeline(b *testing.B, users int) {
 	}
 	a.engine.TempDir = b.TempDir()
 
-	var peak atomic.Uint64
+	var peak, peakLive atomic.Uint64
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() { // sample the heap while runs go on
 		defer close(done)
-		var ms runtime.MemStats
+		sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
 		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -77,9 +78,12 @@ func benchPipeline(b *testing.B, users int) {
 			case <-stop:
 				return
 			case <-t.C:
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > peak.Load() {
-					peak.Store(ms.HeapInuse)
+				metrics.Read(sample)
+				if v := sample[0].Value.Uint64(); v > peak.Load() {
+					peak.Store(v)
+				}
+				if v := sample[1].Value.Uint64(); v > peakLive.Load() {
+					peakLive.Store(v)
 				}
 			}
 		}
@@ -99,6 +103,7 @@ func benchPipeline(b *testing.B, users int) {
 	<-done
 	b.ReportMetric(float64(sent)/elapsed.Seconds(), "users/s")
 	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MB")
+	b.ReportMetric(float64(peakLive.Load())/(1<<20), "peak-live-MB") // live after a GC: what the run really holds
 }
 
 // startSimProcess builds and starts cmd/m365sim and returns the settings it prints.
@@ -121,7 +126,7 @@ func startSimProcess(b *testing.B, users int) map[string]string {
 	b.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
 	env := map[string]string{}
 	sc := bufio.NewScanner(stdout)
-	for sc.Scan() && len(env) < 4 {
+	for len(env) < 4 && sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
 			env[k] = v
 		}

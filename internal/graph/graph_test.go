@@ -202,3 +202,64 @@ func TestThrottlingIsWaitedOut(t *testing.T) {
 		t.Errorf("delta requests answered %v, want 429, 503, then 200", statuses)
 	}
 }
+
+func TestLookupAndFilterAgainstTheSimulator(t *testing.T) {
+	sim, c := newSimClient(t, 60, 0)
+	users := sim.Directory.Users()
+	byID := map[string]directory.User{}
+	for _, u := range users {
+		byID[u.ID] = u
+	}
+	var ids []string
+	for _, u := range users[1:26] { // 25 users: two batches
+		ids = append(ids, u.ID)
+	}
+	ids = append(ids, users[30].Props["userPrincipalName"].(string), "nobody@contoso.com", "00000000-0000-0000-0000-00000000dead", users[1].ID)
+	got := map[string]profile.User{}
+	missing, err := c.Lookup(context.Background(), testSel, ids, func(u profile.User) error { got[u.ID] = u; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(missing)
+	if want := []string{"00000000-0000-0000-0000-00000000dead", "nobody@contoso.com"}; !slices.Equal(missing, want) {
+		t.Errorf("missing %v, want %v", missing, want)
+	}
+	if len(got) != 26 {
+		t.Errorf("found %d users, want 26 (25 by id, 1 by UPN, duplicates once)", len(got))
+	}
+	for id, u := range got {
+		du := byID[id]
+		if du.ManagerID == "" {
+			if u.Props["manager"] != nil {
+				t.Errorf("%s: manager %v, want none", id, u.Props["manager"])
+			}
+		} else if m, _ := u.Props["manager"].(map[string]any); m == nil || m["mail"] != byID[du.ManagerID].Props["mail"] {
+			t.Errorf("%s: manager %v", id, u.Props["manager"])
+		}
+	}
+
+	guests := 0
+	err = c.List(context.Background(), testSel, "userType eq 'Guest'", func(u profile.User) error {
+		if u.Props["userType"] != "Guest" {
+			t.Errorf("filter returned %v", u.Props["userType"])
+		}
+		guests++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, u := range users {
+		if u.Props["userType"] == "Guest" && !u.Deleted {
+			want++
+		}
+	}
+	if guests != want || want == 0 {
+		t.Errorf("filter found %d guests, want %d", guests, want)
+	}
+	err = c.List(context.Background(), testSel, "jobTitle eq 'unterminated", func(profile.User) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("bad filter: %v", err)
+	}
+}

@@ -93,7 +93,7 @@ func (r *managerResolver) fetch(ctx context.Context, ids []string) error {
 			if err != nil {
 				return fmt.Errorf("reading manager %s: %w", id, err)
 			}
-			r.cache.put(id, managerProps(u))
+			r.cache.put(id, managerProps(u, r.sel))
 		default:
 			u, err := r.c.svc.Users().ByUserId(id).Get(ctx, cfg)
 			if err != nil {
@@ -103,15 +103,23 @@ func (r *managerResolver) fetch(ctx context.Context, ids []string) error {
 				}
 				return fmt.Errorf("looking up manager %s: %w", id, classify(err))
 			}
-			r.cache.put(id, managerProps(u))
+			r.cache.put(id, managerProps(u, r.sel))
 		}
 	}
 	return nil
 }
 
-func managerProps(u models.Userable) map[string]any {
+// managerProps keeps only what the mapping asked of the manager, in a map
+// sized to it: the cache holds thousands of these.
+func managerProps(u models.Userable, sel []string) map[string]any {
 	pu, _, _ := convertUser(u)
-	return pu.Props
+	out := make(map[string]any, len(sel))
+	for _, k := range sel {
+		if v, ok := pu.Props[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // lru is a small least-recently-used cache; a nil value records "no such user".

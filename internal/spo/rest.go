@@ -149,9 +149,10 @@ func (c *Client) createFolder(ctx context.Context, serverRelative string) error 
 // Files up to ChunkSize go in one AddUsingPath request whose body is r
 // itself (retried on throttling only when r is an io.Seeker). Larger files
 // are created empty and then filled with StartUpload / ContinueUpload /
-// FinishUpload, reading one chunk at a time into a single reused buffer; a
-// failed chunked upload is cancelled (best effort) before the error is
-// returned.
+// FinishUpload, reading one chunk at a time into a single reused buffer
+// or, when r is an io.ReaderAt such as an *os.File (read from offset 0),
+// sending each chunk straight from its offset without any copy; a failed
+// chunked upload is cancelled (best effort) before the error is returned.
 //
 // The URL is percent-encoded (…/Shared%20Documents/…): unlike PnP's raw form
 // it stays a valid URL whatever the names contain (#, %, non-ASCII), and
@@ -219,16 +220,29 @@ func (c *Client) uploadChunked(ctx context.Context, name string, r io.Reader, si
 	}
 	base := "_api/web/GetFileByServerRelativePath(decodedurl=" + literal(file) + ")/"
 	id := uuid.New().String()
-	buf := make([]byte, c.chunkSize) // the only copy of the data held at a time
+	// A source that can be read at any offset (a file) is sent chunk by chunk
+	// straight from it: no copy in memory, and each chunk can be resent.
+	// Any other reader goes through one reused chunk buffer.
+	ra, _ := r.(io.ReaderAt)
+	var buf []byte
+	if ra == nil {
+		buf = make([]byte, c.chunkSize) // the only copy of the data held at a time
+	}
 	var offset int64
 	for {
 		n := min(c.chunkSize, size-offset)
-		chunk := buf[:n]
-		if _, err := io.ReadFull(r, chunk); err != nil {
-			if offset > 0 {
-				c.cancelUpload(ctx, base, id)
+		var chunk []byte
+		var stream *streamBody
+		if ra != nil {
+			stream = newStreamBody(io.NewSectionReader(ra, offset, n), n)
+		} else {
+			chunk = buf[:n]
+			if _, err := io.ReadFull(r, chunk); err != nil {
+				if offset > 0 {
+					c.cancelUpload(ctx, base, id)
+				}
+				return fileMeta{}, fmt.Errorf("reading source at offset %d: %w", offset, err)
 			}
-			return fileMeta{}, fmt.Errorf("reading source at offset %d: %w", offset, err)
 		}
 		var op string
 		last := offset+n == size
@@ -246,6 +260,7 @@ func (c *Client) uploadChunked(ctx context.Context, name string, r io.Reader, si
 			accept:      acceptJSON,
 			contentType: "application/octet-stream",
 			body:        chunk,
+			stream:      stream,
 			idempotent:  true, // a repeated offset is refused, not applied twice
 		})
 		if err != nil {

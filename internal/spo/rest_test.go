@@ -9,6 +9,8 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -608,5 +610,56 @@ func TestDelete(t *testing.T) {
 				t.Errorf("requests %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestUploadChunkedFromFile sends chunks straight from a file (an
+// io.ReaderAt): no chunk buffer, and a throttled chunk is resent as is.
+func TestUploadChunkedFromFile(t *testing.T) {
+	data := []byte("abcdefghijklm") // 13 bytes, chunks of 5: 5, 5, 3
+	path := filepath.Join(t.TempDir(), "import.json")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var got bytes.Buffer
+	throttled := false
+	srv := newFake(t, func(w http.ResponseWriter, r recorded, _ int) {
+		if strings.Contains(r.Path, "/Files/AddUsingPath(") {
+			reply(w, 200, "application/json", []byte(`{"Length":"0","Name":"f.json","ServerRelativeUrl":"/sites/hr/Shared Documents/Profile Imports/f.json"}`))
+			return
+		}
+		m := chunkOp.FindStringSubmatch(r.Path)
+		if m == nil {
+			t.Errorf("unexpected %s", r.URI)
+			w.WriteHeader(404)
+			return
+		}
+		if m[1] == "ContinueUpload" && !throttled {
+			throttled = true
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(429)
+			return
+		}
+		got.Write(r.Body)
+		if m[1] == "FinishUpload" {
+			reply(w, 200, "application/json", fmt.Appendf(nil, `{"Length":"%d","ServerRelativeUrl":"/sites/hr/Shared Documents/Profile Imports/f.json"}`, got.Len()))
+			return
+		}
+		reply(w, 200, "application/json", fmt.Appendf(nil, `{"value":"%d"}`, got.Len()))
+	})
+	c, _, sleeps := testClient(t, srv.URL, func(o *Options) { o.ChunkSize = 5 })
+	if _, err := c.Upload(context.Background(), "f.json", f, int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Errorf("server assembled %q, want %q", got.Bytes(), data)
+	}
+	if !throttled || len(sleeps.got()) != 1 {
+		t.Errorf("throttled %v, waits %v: the 429 chunk was not retried once", throttled, sleeps.got())
 	}
 }

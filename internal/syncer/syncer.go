@@ -100,6 +100,8 @@ type Engine struct {
 	// while an earlier import of ours has not finished.
 	Jobs    JobSource
 	Pending Lister
+	// Lookup serves runs limited to chosen users or a filter.
+	Lookup UserLookup
 }
 
 // ErrImportPending: an earlier import job of ours has not finished, so the
@@ -114,6 +116,8 @@ const (
 	ModeAuto  Mode = ""      // delta when possible, else full
 	ModeDelta Mode = "delta" // same as auto: a delta round needs a usable link
 	ModeFull  Mode = "full"  // an initial delta round: every user
+	ModeUsers Mode = "users" // chosen users, looked up one by one
+	ModeQuery Mode = "filter" // the users a Graph $filter selects
 )
 
 // Options of one run.
@@ -123,6 +127,31 @@ type Options struct {
 	Trigger string // "timer", "cli", "http": recorded in the run
 	// AllowOverlap queues a new import even while an earlier one is unfinished.
 	AllowOverlap bool
+	// Users limits the run to these users (UPNs or object ids; PnP's -Users).
+	// Unknown users are reported, not fatal. The delta link is not touched.
+	Users []string
+	// Filter reads the users a Graph $filter selects (e.g. jobTitle eq 'IT
+	// Administrator'). The delta link is not touched.
+	Filter string
+	// Mapping replaces the stored mapping for this run only. Such a run reads
+	// every user (unless Users or Filter narrow it) and never touches the
+	// delta link.
+	Mapping *mapping.Mapping
+	// OnStart, if set, is called with the run id once the run has its lock
+	// and its record exists.
+	OnStart func(runID string)
+}
+
+// targeted reports whether the run reads a chosen set of users or uses a
+// one-off mapping: such runs never move the delta link.
+func (o Options) targeted() bool { return len(o.Users) > 0 || o.Filter != "" || o.Mapping != nil }
+
+// UserLookup reads chosen users rather than a delta round.
+type UserLookup interface {
+	// Lookup reads users by object id or UPN and returns those Graph does not know.
+	Lookup(ctx context.Context, sel profile.Selection, ids []string, fn func(profile.User) error) (missing []string, err error)
+	// List reads the users a Graph $filter selects.
+	List(ctx context.Context, sel profile.Selection, filter string, fn func(profile.User) error) error
 }
 
 // State is state.json.
@@ -154,6 +183,10 @@ type Run struct {
 	DeltaSaved  bool           `json:"deltaLinkSaved"`
 	PollsQueued bool           `json:"statusPollsQueued,omitempty"`
 	JobResults  []JobLink      `json:"jobResults,omitempty"` // filled in by the status poller as jobs end
+	Users       []string       `json:"users,omitempty"`        // the users asked for (mode users)
+	Unknown     []string       `json:"unknownUsers,omitempty"` // asked for, but unknown to Graph
+	Filter      string         `json:"filter,omitempty"`
+	OneOffMap   bool           `json:"mappingForThisRun,omitempty"`
 }
 
 // FileRecord describes one import file of a run.
@@ -215,8 +248,15 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 	}()
 
 	start := e.now()
-	run := &Run{ID: NewRunID(start), Trigger: opts.Trigger, WhatIf: opts.WhatIf, Status: StatusRunning, Started: start}
+	run := &Run{ID: NewRunID(start), Trigger: opts.Trigger, WhatIf: opts.WhatIf, Status: StatusRunning, Started: start,
+		Users: opts.Users, Filter: opts.Filter, OneOffMap: opts.Mapping != nil}
 	log := e.log().With("run", run.ID)
+	if err := e.putRun(ctx, run); err != nil {
+		return nil, err
+	}
+	if opts.OnStart != nil {
+		opts.OnStart(run.ID)
+	}
 	err = e.sync(ctx, log, run, opts)
 	run.Finished = e.now()
 	run.DurationMS = run.Finished.Sub(run.Started).Milliseconds()
@@ -243,25 +283,9 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 }
 
 func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Options) error {
-	m, err := e.LoadMapping(ctx)
+	m, _, etag, link, err := e.prepare(ctx, run, opts)
 	if err != nil {
 		return err
-	}
-	run.MappingHash = m.Hash()
-	state, etag, err := e.LoadState(ctx)
-	if err != nil {
-		return err
-	}
-	link := state.DeltaLink
-	switch {
-	case opts.Mode == ModeFull:
-		run.Mode, run.Reason, link = ModeFull, "full sync requested", ""
-	case link == "":
-		run.Mode, run.Reason = ModeFull, "no delta link yet (first run)"
-	case state.MappingHash != run.MappingHash:
-		run.Mode, run.Reason, link = ModeFull, "the mapping changed since the last sync", ""
-	default:
-		run.Mode = ModeDelta
 	}
 	if !opts.WhatIf && !opts.AllowOverlap {
 		if err := e.checkPending(ctx); err != nil {
@@ -270,11 +294,11 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 	}
 	log.Info("sync starting", "mode", run.Mode, "reason", run.Reason, "trigger", run.Trigger, "whatIf", opts.WhatIf)
 
-	files, next, err := e.read(ctx, log, m, run, link)
+	files, next, err := e.read(ctx, log, m, run, opts, link)
 	if errors.Is(err, profile.ErrDeltaExpired) && link != "" {
 		log.Warn("the delta link is no longer valid; running a full sync", "err", err)
 		run.Mode, run.Reason, link = ModeFull, "delta link expired or reset by Graph", ""
-		files, next, err = e.read(ctx, log, m, run, "")
+		files, next, err = e.read(ctx, log, m, run, opts, "")
 	}
 	if err != nil {
 		return err
@@ -321,6 +345,15 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 
 	if opts.WhatIf {
 		log.Info("what-if: files uploaded, nothing queued, delta link kept", "files", len(run.Files))
+		return nil
+	}
+	if opts.targeted() {
+		if err := e.schedulePolls(ctx, run); err != nil {
+			log.Error("scheduling status polls", "err", err)
+		} else {
+			run.PollsQueued = len(run.JobIDs) > 0
+		}
+		log.Info("targeted run: delta link untouched", "unknownUsers", run.Unknown)
 		return nil
 	}
 	newState := State{DeltaLink: next, MappingHash: run.MappingHash, LastRunID: run.ID, Updated: e.now()}
@@ -372,19 +405,84 @@ func (e *Engine) checkPending(ctx context.Context) error {
 	return nil
 }
 
-// read runs one Graph round into import files.
-func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping, run *Run, link string) ([]importfile.File, string, error) {
-	run.Read, run.Sent, run.Skipped = 0, 0, map[string]int{}
-	w := importfile.NewWriter(e.TempDir, e.Limits)
-	kvs := make([]importfile.KV, 0, len(m.Properties))
+// prepare picks the mapping and the mode of a run.
+func (e *Engine) prepare(ctx context.Context, run *Run, opts Options) (m *mapping.Mapping, st State, etag, link string, err error) {
+	m = opts.Mapping
+	if m == nil {
+		if m, err = e.LoadMapping(ctx); err != nil {
+			return nil, st, "", "", err
+		}
+	}
+	run.MappingHash = m.Hash()
+	st, etag, err = e.LoadState(ctx)
+	if err != nil {
+		return nil, st, "", "", err
+	}
+	link = st.DeltaLink
+	switch {
+	case len(opts.Users) > 0:
+		run.Mode, run.Reason, link = ModeUsers, fmt.Sprintf("%d chosen user(s)", len(opts.Users)), ""
+	case opts.Filter != "":
+		run.Mode, run.Reason, link = ModeQuery, "users matching the filter", ""
+	case opts.Mapping != nil:
+		run.Mode, run.Reason, link = ModeFull, "a mapping given for this run only", ""
+	case opts.Mode == ModeFull:
+		run.Mode, run.Reason, link = ModeFull, "full sync requested", ""
+	case link == "":
+		run.Mode, run.Reason = ModeFull, "no delta link yet (first run)"
+	case st.MappingHash != run.MappingHash:
+		run.Mode, run.Reason, link = ModeFull, "the mapping changed since the last sync", ""
+	default:
+		run.Mode = ModeDelta
+	}
+	if (len(opts.Users) > 0 || opts.Filter != "") && e.Lookup == nil {
+		return nil, st, "", "", errors.New("this engine cannot look users up (no UserLookup)")
+	}
+	return m, st, etag, link, nil
+}
+
+// sink receives what a read produces: records to send, and skipped users.
+type sink struct {
+	record func(u profile.User, rec mapping.Record) error
+	skip   func(u profile.User, reason mapping.SkipReason)
+}
+
+// collect reads users (delta round, lookups or filter) through the mapping into s.
+func (e *Engine) collect(ctx context.Context, m *mapping.Mapping, run *Run, opts Options, link string, s sink) (string, error) {
+	run.Read, run.Sent, run.Skipped, run.Unknown = 0, 0, map[string]int{}, nil
 	sel := profile.Selection{Properties: m.Select(), Manager: m.ManagerSelect()}
-	next, err := e.Source.Delta(ctx, sel, link, func(u profile.User) error {
+	fn := func(u profile.User) error {
 		run.Read++
 		rec, skip := m.Apply(u)
 		if skip != "" {
 			run.Skipped[string(skip)]++
+			if s.skip != nil {
+				s.skip(u, skip)
+			}
 			return nil
 		}
+		if err := s.record(u, rec); err != nil {
+			return err
+		}
+		run.Sent++
+		return nil
+	}
+	switch run.Mode {
+	case ModeUsers:
+		missing, err := e.Lookup.Lookup(ctx, sel, opts.Users, fn)
+		run.Unknown = missing
+		return "", err
+	case ModeQuery:
+		return "", e.Lookup.List(ctx, sel, opts.Filter, fn)
+	}
+	return e.Source.Delta(ctx, sel, link, fn)
+}
+
+// read runs one read into import files.
+func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping, run *Run, opts Options, link string) ([]importfile.File, string, error) {
+	w := importfile.NewWriter(e.TempDir, e.Limits)
+	kvs := make([]importfile.KV, 0, len(m.Properties))
+	next, err := e.collect(ctx, m, run, opts, link, sink{record: func(_ profile.User, rec mapping.Record) error {
 		kvs = kvs[:0]
 		for _, kv := range rec.Values {
 			kvs = append(kvs, importfile.KV{Name: kv.Name, Value: kv.Value})
@@ -392,9 +490,8 @@ func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping,
 		if err := w.Write(rec.ID, kvs); err != nil {
 			return fmt.Errorf("writing the import file: %w", err)
 		}
-		run.Sent++
 		return nil
-	})
+	}})
 	if err != nil {
 		w.Abort()
 		return nil, "", fmt.Errorf("reading users from Graph: %w", err)
@@ -404,7 +501,7 @@ func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping,
 		w.Abort()
 		return nil, "", fmt.Errorf("finishing the import files: %w", err)
 	}
-	log.Info("users read", "read", run.Read, "sent", run.Sent, "skipped", run.Skipped, "files", len(files))
+	log.Info("users read", "read", run.Read, "sent", run.Sent, "skipped", run.Skipped, "unknown", run.Unknown, "files", len(files))
 	return files, next, nil
 }
 

@@ -1,0 +1,134 @@
+package graph
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	abstractions "github.com/microsoft/kiota-abstractions-go"
+	msgraphgocore "github.com/microsoftgraph/msgraph-sdk-go-core"
+	"github.com/microsoftgraph/msgraph-sdk-go/models"
+	"github.com/microsoftgraph/msgraph-sdk-go/users"
+
+	"github.com/profilesync/profilesync/internal/profile"
+)
+
+// expandManager is the $expand clause that brings the manager's properties along.
+func expandManager(sel profile.Selection) []string {
+	if len(sel.Manager) == 0 {
+		return nil
+	}
+	return []string{"manager($select=" + strings.Join(sel.Manager, ",") + ")"}
+}
+
+// withManager fills Props["manager"] from an expanded manager (nil when the
+// user has none) so that the mapping never mistakes "no manager" for "unknown".
+func withManager(u models.Userable, sel profile.Selection) profile.User {
+	pu, _, _ := convertUser(u)
+	if len(sel.Manager) > 0 {
+		if m, ok := pu.Props["manager"].(map[string]any); !ok || len(m) == 0 {
+			pu.Props["manager"] = nil
+		}
+	}
+	return pu
+}
+
+// Lookup reads the given users (object ids or UPNs) 20 at a time with $batch,
+// calling fn for each one Graph knows, and returns the ones it does not.
+func (c *Client) Lookup(ctx context.Context, sel profile.Selection, ids []string, fn func(profile.User) error) ([]string, error) {
+	var missing []string
+	seen := map[string]bool{}
+	var todo []string
+	for _, id := range ids {
+		id = strings.TrimSpace(id)
+		if id != "" && !seen[strings.ToLower(id)] {
+			seen[strings.ToLower(id)] = true
+			todo = append(todo, id)
+		}
+	}
+	cfg := &users.UserItemRequestBuilderGetRequestConfiguration{
+		QueryParameters: &users.UserItemRequestBuilderGetQueryParameters{Select: sel.Properties, Expand: expandManager(sel)},
+	}
+	for chunk := range slices.Chunk(todo, batchSize) {
+		batch := msgraphgocore.NewBatchRequest(c.adapter)
+		itemIDs := make(map[string]string, len(chunk))
+		order := make([]string, 0, len(chunk))
+		for _, id := range chunk {
+			ri, err := c.svc.Users().ByUserId(id).ToGetRequestInformation(ctx, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("building user lookup: %w", err)
+			}
+			item, err := batch.AddBatchRequestStep(*ri)
+			if err != nil {
+				return nil, fmt.Errorf("building user batch: %w", err)
+			}
+			itemIDs[*item.GetId()] = id
+			order = append(order, *item.GetId())
+		}
+		resp, err := batch.Send(ctx, c.adapter)
+		if err != nil {
+			return nil, fmt.Errorf("looking up users: %w", classify(err))
+		}
+		statuses := resp.GetStatusCodes()
+		for _, itemID := range order {
+			id := itemIDs[itemID]
+			var u models.Userable
+			switch status := statuses[itemID]; {
+			case status == 404:
+				missing = append(missing, id)
+				continue
+			case status >= 200 && status < 300:
+				u, err = msgraphgocore.GetBatchResponseById[models.Userable](resp, itemID, models.CreateUserFromDiscriminatorValue)
+				if err != nil {
+					return nil, fmt.Errorf("reading user %s: %w", id, err)
+				}
+			default: // throttled inside the batch: ask again on its own, with the SDK's retries
+				u, err = c.svc.Users().ByUserId(id).Get(ctx, cfg)
+				if err != nil {
+					if e, ok := classify(err).(*Error); ok && e.Status == 404 {
+						missing = append(missing, id)
+						continue
+					}
+					return nil, fmt.Errorf("looking up user %s: %w", id, classify(err))
+				}
+			}
+			if err := fn(withManager(u, sel)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return missing, nil
+}
+
+// List reads the users a $filter selects, page by page. Advanced queries
+// need ConsistencyLevel: eventual and $count=true; both are always sent,
+// which Graph accepts for simple filters too.
+func (c *Client) List(ctx context.Context, sel profile.Selection, filter string, fn func(profile.User) error) error {
+	headers := abstractions.NewRequestHeaders()
+	headers.Add("ConsistencyLevel", "eventual")
+	top := int32(999)
+	count := true
+	cfg := &users.UsersRequestBuilderGetRequestConfiguration{
+		Headers: headers,
+		QueryParameters: &users.UsersRequestBuilderGetQueryParameters{
+			Filter: &filter, Select: sel.Properties, Expand: expandManager(sel), Top: &top, Count: &count,
+		},
+	}
+	resp, err := c.svc.Users().Get(ctx, cfg)
+	for pages := 1; ; pages++ {
+		if err != nil {
+			return fmt.Errorf("listing users with filter %q: %w", filter, classify(err))
+		}
+		for _, u := range resp.GetValue() {
+			if err := fn(withManager(u, sel)); err != nil {
+				return err
+			}
+		}
+		next := resp.GetOdataNextLink()
+		if next == nil || *next == "" {
+			return nil
+		}
+		resp, err = c.svc.Users().WithUrl(*next).Get(ctx, &users.UsersRequestBuilderGetRequestConfiguration{Headers: headers})
+	}
+}

@@ -1,0 +1,102 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/profilesync/profilesync/internal/mapping"
+	"github.com/profilesync/profilesync/internal/profile"
+)
+
+// DefaultPlanLimit is how many users a plan lists by default.
+const DefaultPlanLimit = 100
+
+// Plan is what a run would do, computed without changing anything: no
+// upload, no job, no run record, no delta link (a dry run).
+type Plan struct {
+	Mode         Mode              `json:"mode"`
+	Reason       string            `json:"reason,omitempty"`
+	MappingHash  string            `json:"mappingHash"`
+	Read         int               `json:"usersRead"`
+	Sent         int               `json:"usersToSend"`
+	Properties   int               `json:"propertiesToSend"` // key/value pairs incl. the id, as SharePoint counts them
+	Skipped      map[string]int    `json:"usersSkipped"`
+	Unknown      []string          `json:"unknownUsers,omitempty"`
+	Users        []PlanUser        `json:"users"`        // the first Limit users to send, with their values
+	SkippedUsers []PlanSkip        `json:"skippedUsers"` // the first Limit skipped users, with the reason
+	Cleared      map[string]int    `json:"cleared"`      // SharePoint property -> users whose value would be cleared
+	Limit        int               `json:"limit"`
+	Truncated    bool              `json:"truncated"` // more users than Limit to send or skip
+	PropertyMap  map[string]string `json:"propertyMap"`
+}
+
+// PlanUser is one user a run would send.
+type PlanUser struct {
+	ID     string            `json:"id"`
+	UPN    string            `json:"userPrincipalName,omitempty"`
+	Values map[string]string `json:"values"`
+}
+
+// PlanSkip is one user a run would skip.
+type PlanSkip struct {
+	ID     string `json:"id"`
+	UPN    string `json:"userPrincipalName,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// Plan computes a dry run: it reads users exactly as Sync would (from the
+// stored delta link, which Graph lets a client read again) and maps them,
+// but changes nothing in SharePoint or in storage and takes no lock.
+func (e *Engine) Plan(ctx context.Context, opts Options, limit int) (*Plan, error) {
+	if limit <= 0 {
+		limit = DefaultPlanLimit
+	}
+	run := &Run{}
+	m, _, _, link, err := e.prepare(ctx, run, opts)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Mode: run.Mode, Reason: run.Reason, MappingHash: run.MappingHash, Cleared: map[string]int{},
+		Users: []PlanUser{}, SkippedUsers: []PlanSkip{}, Limit: limit, PropertyMap: m.PropertyMap()}
+	upn := func(u profile.User) string { s, _ := u.Props["userPrincipalName"].(string); return s }
+	s := sink{
+		record: func(u profile.User, rec mapping.Record) error {
+			p.Properties += 1 + len(rec.Values)
+			vals := make(map[string]string, len(rec.Values))
+			for _, kv := range rec.Values {
+				vals[kv.Name] = kv.Value
+				if kv.Value == "" {
+					p.Cleared[kv.Name]++
+				}
+			}
+			if len(p.Users) < limit {
+				p.Users = append(p.Users, PlanUser{ID: rec.ID, UPN: upn(u), Values: vals})
+			} else {
+				p.Truncated = true
+			}
+			return nil
+		},
+		skip: func(u profile.User, reason mapping.SkipReason) {
+			if len(p.SkippedUsers) < limit {
+				p.SkippedUsers = append(p.SkippedUsers, PlanSkip{ID: u.ID, UPN: upn(u), Reason: string(reason)})
+			} else {
+				p.Truncated = true
+			}
+		},
+	}
+	_, err = e.collect(ctx, m, run, opts, link, s)
+	if err != nil && link != "" && errors.Is(err, profile.ErrDeltaExpired) {
+		run.Mode, run.Reason = ModeFull, "delta link expired or reset by Graph"
+		p.Mode, p.Reason = run.Mode, run.Reason
+		p.Users, p.SkippedUsers, p.Cleared, p.Properties, p.Truncated = p.Users[:0], p.SkippedUsers[:0], map[string]int{}, 0, false
+		_, err = e.collect(ctx, m, run, opts, "", s)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading users from Graph: %w", err)
+	}
+	p.Read, p.Sent, p.Skipped, p.Unknown = run.Read, run.Sent, run.Skipped, run.Unknown
+	sort.Slice(p.Users, func(i, k int) bool { return p.Users[i].ID < p.Users[k].ID })
+	return p, nil
+}
