@@ -467,8 +467,11 @@ func (a *app) apiHealth(w http.ResponseWriter, r *http.Request) {
 			}
 			return err
 		}),
-		"graph":      run(a.graph.Ping),
-		"sharepoint": run(func(ctx context.Context) error { _, err := a.spo.ListFolder(ctx, a.spo.FolderPath()); return tolerateMissing(err) }),
+		"graph": run(a.graph.Ping),
+		"sharepoint": run(func(ctx context.Context) error {
+			_, err := a.spo.ListFolder(ctx, a.spo.FolderPath())
+			return tolerateMissing(err)
+		}),
 	}
 	status := http.StatusOK
 	overall := "ok"
@@ -487,4 +490,3 @@ func tolerateMissing(err error) error {
 	}
 	return err
 }
-

@@ -78,6 +78,7 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 		FirstPoll: cfg.PollBackoff[0],
 		Jobs:      sp,
 		Pending:   st,
+		Lookup:    g,
 	}
 	a.poller = &syncer.Poller{
 		Jobs:      sp,

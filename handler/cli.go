@@ -2,29 +2,58 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/profilesync/profilesync/internal/mapping"
 	"github.com/profilesync/profilesync/internal/profile"
 	"github.com/profilesync/profilesync/internal/syncer"
 )
 
-// syncCmd is `handler sync [--full] [--what-if]`: one run, then a summary.
+// syncCmd is `handler sync [--full] [--what-if] [--dry-run] [--users a,b] [--filter F] [--mapping FILE]`:
+// one run, then a summary (or, for a dry run, the plan as JSON).
 func syncCmd(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	full := fs.Bool("full", false, "read every user (an initial delta round)")
 	whatIf := fs.Bool("what-if", false, "build and upload the import file(s) but queue nothing")
+	dryRun := fs.Bool("dry-run", false, "change nothing; print what would be sent, skipped and cleared")
+	users := fs.String("users", "", "comma-separated UPNs or object ids: sync only these users")
+	filter := fs.String("filter", "", "a Graph $filter selecting the users to sync, e.g. \"jobTitle eq 'IT Administrator'\"")
+	mappingFile := fs.String("mapping", "", "use this mapping file for this run only")
+	overlap := fs.Bool("allow-overlap", false, "queue even while an earlier import job is unfinished")
+	limit := fs.Int("limit", syncer.DefaultPlanLimit, "dry run: users listed in the plan")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("sync: unexpected arguments %v", fs.Args())
 	}
+	req := SyncRequest{WhatIf: *whatIf, DryRun: *dryRun, Filter: *filter, AllowOverlap: *overlap, Limit: *limit}
+	if *full {
+		req.Mode = "full"
+	}
+	if *users != "" {
+		req.Users = strings.Split(*users, ",")
+	}
+	if *mappingFile != "" {
+		data, err := os.ReadFile(*mappingFile)
+		if err != nil {
+			return err
+		}
+		req.Mapping = data
+	}
+	opts, problems := req.options()
+	if len(problems) > 0 {
+		return fmt.Errorf("sync: %s", strings.Join(problems, "; "))
+	}
+	opts.Trigger = "cli"
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return fmt.Errorf("invalid settings:\n%w", err)
@@ -37,9 +66,15 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 	if err := a.prepare(ctx); err != nil {
 		return err
 	}
-	opts := syncer.Options{Trigger: "cli", WhatIf: *whatIf}
-	if *full {
-		opts.Mode = syncer.ModeFull
+	if *dryRun {
+		plan, err := a.engine.Plan(ctx, opts, *limit)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		return enc.Encode(plan)
 	}
 	run, err := a.engine.Sync(ctx, opts)
 	if errors.Is(err, profile.ErrBusy) {
@@ -50,8 +85,48 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 		for _, f := range run.Files {
 			fmt.Fprintf(stdout, "  file %s  %d users  %d bytes  job %s\n", f.URL, f.Records, f.Bytes, orNone(f.JobID))
 		}
+		if len(run.Unknown) > 0 {
+			fmt.Fprintf(stdout, "  unknown users (not in Entra ID): %s\n", strings.Join(run.Unknown, ", "))
+		}
 	}
 	return err
+}
+
+// runsCmd is `handler runs [--top N]`: the newest runs, one line each.
+func runsCmd(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("runs", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	top := fs.Int("top", 20, "how many runs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("invalid settings:\n%w", err)
+	}
+	a, err := newApp(cfg, newLogger(io.Discard, getenv), true)
+	if err != nil {
+		return err
+	}
+	runs, err := a.listRuns(ctx, *top)
+	if err != nil {
+		return err
+	}
+	if len(runs) == 0 {
+		fmt.Fprintln(stdout, "no runs recorded yet")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tTRIGGER\tMODE\tSTATUS\tREAD\tSENT\tSKIPPED\tJOBS\tERROR")
+	for _, r := range runs {
+		skipped := 0
+		for _, n := range r.Skipped {
+			skipped += n
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.ID, r.Trigger, r.Mode, r.Status, r.Read, r.Sent, skipped,
+			strings.Join(r.JobIDs, " "), firstLine(r.Error))
+	}
+	return tw.Flush()
 }
 
 func orNone(s string) string {

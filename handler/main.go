@@ -30,11 +30,18 @@ With no command, serve the Azure Functions custom-handler protocol on
 
 Commands:
   serve                 the same as no command
-  sync [--full] [--what-if]
+  sync [--full] [--what-if] [--dry-run] [--users a,b] [--filter F] [--mapping FILE]
                         run one sync now and print a summary
-                        --full     read every user (an initial delta round)
-                        --what-if  build and upload the import file(s), queue nothing,
-                                   keep the delta link (PnP's -WhatIf)
+                        --full       read every user (an initial delta round)
+                        --what-if    build and upload the import file(s), queue nothing,
+                                     keep the delta link (PnP's -WhatIf)
+                        --dry-run    change nothing; print the plan (users and values that
+                                     would be sent, users skipped and why, values cleared)
+                        --users      only these users (UPNs or object ids; PnP's -Users)
+                        --filter     the users a Graph $filter selects
+                        --mapping    a mapping file for this run only
+                        (--users, --filter and --mapping never move the delta link)
+  runs [--top N]        the newest runs, one line each
   status [JOBID] [--errors] [--wait] [--timeout D]
                         import jobs, newest first, or one job (live from SharePoint
                         while it runs); --errors prints the per-user results;
@@ -60,6 +67,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, args, getenv, stdout)
 	case "sync":
 		return syncCmd(ctx, args, getenv, stdout)
+	case "runs":
+		return runsCmd(ctx, args, getenv, stdout)
 	case "status":
 		return statusCmd(ctx, args, getenv, stdout)
 	case "mapping":
