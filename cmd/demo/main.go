@@ -19,7 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-		"strconv"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"

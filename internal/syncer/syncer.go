@@ -113,10 +113,10 @@ type Mode string
 
 // Modes of a run.
 const (
-	ModeAuto  Mode = ""      // delta when possible, else full
-	ModeDelta Mode = "delta" // same as auto: a delta round needs a usable link
-	ModeFull  Mode = "full"  // an initial delta round: every user
-	ModeUsers Mode = "users" // chosen users, looked up one by one
+	ModeAuto  Mode = ""       // delta when possible, else full
+	ModeDelta Mode = "delta"  // same as auto: a delta round needs a usable link
+	ModeFull  Mode = "full"   // an initial delta round: every user
+	ModeUsers Mode = "users"  // chosen users, looked up one by one
 	ModeQuery Mode = "filter" // the users a Graph $filter selects
 )
 
@@ -182,7 +182,7 @@ type Run struct {
 	JobIDs      []string       `json:"jobIds,omitempty"`
 	DeltaSaved  bool           `json:"deltaLinkSaved"`
 	PollsQueued bool           `json:"statusPollsQueued,omitempty"`
-	JobResults  []JobLink      `json:"jobResults,omitempty"` // filled in by the status poller as jobs end
+	JobResults  []JobLink      `json:"jobResults,omitempty"`   // filled in by the status poller as jobs end
 	Users       []string       `json:"users,omitempty"`        // the users asked for (mode users)
 	Unknown     []string       `json:"unknownUsers,omitempty"` // asked for, but unknown to Graph
 	Filter      string         `json:"filter,omitempty"`
