@@ -54,12 +54,7 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("sync: %s", strings.Join(problems, "; "))
 	}
 	opts.Trigger = "cli"
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return fmt.Errorf("invalid settings:\n%w", err)
-	}
-	log := newLogger(stdout, getenv)
-	a, err := newApp(cfg, log, true)
+	a, err := cliApp(getenv, stdout)
 	if err != nil {
 		return err
 	}
@@ -78,7 +73,7 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	run, err := a.engine.Sync(ctx, opts)
 	if errors.Is(err, profile.ErrBusy) {
-		return fmt.Errorf("another sync is running (the lease on %s/%s is held); try again later", cfg.Container, lockBlob)
+		return fmt.Errorf("another sync is running (the lease on %s/%s is held); try again later", a.cfg.Container, lockBlob)
 	}
 	if run != nil {
 		fmt.Fprintln(stdout, summary(run))
@@ -100,11 +95,7 @@ func runsCmd(ctx context.Context, args []string, getenv func(string) string, std
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return fmt.Errorf("invalid settings:\n%w", err)
-	}
-	a, err := newApp(cfg, newLogger(io.Discard, getenv), true)
+	a, err := cliApp(getenv, io.Discard)
 	if err != nil {
 		return err
 	}
@@ -127,6 +118,16 @@ func runsCmd(ctx context.Context, args []string, getenv func(string) string, std
 			strings.Join(r.JobIDs, " "), firstLine(r.Error))
 	}
 	return tw.Flush()
+}
+
+// cliApp loads the settings and wires the app for a command of the
+// administrator's command line, logging to logs.
+func cliApp(getenv func(string) string, logs io.Writer) (*app, error) {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return nil, fmt.Errorf("invalid settings:\n%w", err)
+	}
+	return newApp(cfg, newLogger(logs, getenv), true)
 }
 
 func orNone(s string) string {
@@ -164,11 +165,7 @@ func mappingCmd(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stdout, "mapping OK: idType %s, %d properties, hash %s\n", m.IDType, len(m.Properties), m.Hash()[:12])
 		return nil
 	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return fmt.Errorf("invalid settings:\n%w", err)
-	}
-	a, err := newApp(cfg, newLogger(io.Discard, getenv), true)
+	a, err := cliApp(getenv, io.Discard)
 	if err != nil {
 		return err
 	}
@@ -176,7 +173,7 @@ func mappingCmd(ctx context.Context, args []string, getenv func(string) string, 
 	case "get":
 		data, _, err := a.blobs.Get(ctx, syncer.MappingBlob)
 		if err != nil {
-			return fmt.Errorf("reading %s/%s: %w", cfg.Container, syncer.MappingBlob, err)
+			return fmt.Errorf("reading %s/%s: %w", a.cfg.Container, syncer.MappingBlob, err)
 		}
 		_, err = stdout.Write(data)
 		return err
@@ -189,10 +186,10 @@ func mappingCmd(ctx context.Context, args []string, getenv func(string) string, 
 			return err
 		}
 		if _, err := a.blobs.Put(ctx, syncer.MappingBlob, data, ""); err != nil {
-			return fmt.Errorf("writing %s/%s: %w", cfg.Container, syncer.MappingBlob, err)
+			return fmt.Errorf("writing %s/%s: %w", a.cfg.Container, syncer.MappingBlob, err)
 		}
 		fmt.Fprintf(stdout, "mapping saved to %s/%s (%d properties); the next sync is a full one if it changed\n",
-			cfg.Container, syncer.MappingBlob, len(m.Properties))
+			a.cfg.Container, syncer.MappingBlob, len(m.Properties))
 		return nil
 	}
 	return fmt.Errorf("mapping: unknown subcommand %q (want get, put or validate)", sub)

@@ -50,11 +50,7 @@ func statusCmd(ctx context.Context, args []string, getenv func(string) string, s
 	if *wait && len(pos) == 0 {
 		return errors.New("status --wait needs a JOBID")
 	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return fmt.Errorf("invalid settings:\n%w", err)
-	}
-	a, err := newApp(cfg, newLogger(io.Discard, getenv), true)
+	a, err := cliApp(getenv, io.Discard)
 	if err != nil {
 		return err
 	}
