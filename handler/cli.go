@@ -18,7 +18,8 @@ import (
 
 // syncCmd is `handler sync [--full] [--what-if] [--dry-run] [--users a,b] [--filter F] [--mapping FILE]`:
 // one run, then a summary (or, for a dry run, the plan as JSON).
-func syncCmd(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+// Its log lines go to stderr, so that stdout holds only the summary or the plan.
+func syncCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	full := fs.Bool("full", false, "read every user (an initial delta round)")
@@ -54,7 +55,7 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("sync: %s", strings.Join(problems, "; "))
 	}
 	opts.Trigger = "cli"
-	a, err := cliApp(getenv, stdout)
+	a, err := cliApp(getenv, stderr)
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve":
 		return serve(ctx, args, getenv, stdout)
 	case "sync":
-		return syncCmd(ctx, args, getenv, stdout)
+		return syncCmd(ctx, args, getenv, stdout, stderr)
 	case "runs":
 		return runsCmd(ctx, args, getenv, stdout)
 	case "status":

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/profilesync/profilesync/internal/syncer"
+)
+
+// cli runs the command line in-process against the stack's settings.
+func (s *stack) cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	for _, kv := range s.env {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "IDENTITY_") {
+			t.Setenv(k, v) // azidentity reads the process environment
+		}
+	}
+	var out, logs bytes.Buffer
+	err := run(t.Context(), args, s.getenv, &out, &logs)
+	return out.String(), err
+}
+
+func TestCommandLine(t *testing.T) {
+	s := startStack(t, stackOptions{users: 30, jobStep: 300 * time.Millisecond, extra: []string{"STATUS_POLL_BACKOFF=1s"}})
+	file := filepath.Join(t.TempDir(), "mapping.json")
+	os.WriteFile(file, []byte(`{"idType":"CloudId","properties":{"Building":"jobTitle","HomePhone":"mobilePhone"}}`), 0o600)
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"idType":"CloudId","properties":{"Building":"jobTitel"}}`), 0o600)
+
+	if out, err := s.cli(t, "mapping", "validate", bad); err == nil || !strings.Contains(err.Error(), "jobTitel") {
+		t.Errorf("validate bad: %v %s", err, out)
+	}
+	if _, err := s.cli(t, "mapping", "put", bad); err == nil {
+		t.Error("put stored an invalid mapping")
+	}
+	if _, _, err := s.blobs.Get(t.Context(), syncer.MappingBlob); err == nil {
+		t.Fatal("a rejected mapping reached storage")
+	}
+	if out, err := s.cli(t, "mapping", "put", file); err != nil || !strings.Contains(out, "2 properties") {
+		t.Fatalf("put: %v %s", err, out)
+	}
+	if out, err := s.cli(t, "mapping", "get"); err != nil || !strings.Contains(out, "jobTitle") {
+		t.Errorf("get: %v %s", err, out)
+	}
+
+	out, err := s.cli(t, "sync", "--dry-run", "--limit", "3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan syncer.Plan
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || plan.Mode != syncer.ModeFull || len(plan.Users) != 3 {
+		t.Errorf("dry run printed %s (%v)", out, err)
+	}
+	if len(s.sim.SPO.Jobs()) != 0 {
+		t.Error("a dry run queued a job")
+	}
+
+	out, err = s.cli(t, "sync")
+	if err != nil || !strings.Contains(out, "full sync") {
+		t.Fatalf("sync: %v %s", err, out)
+	}
+	run := s.lastRun()
+	id := run.JobIDs[0]
+	out, err = s.cli(t, "status", id, "--wait", "--timeout", "30s")
+	if err != nil || !strings.Contains(out, "Succeeded") || !strings.Contains(out, "live from SharePoint") {
+		t.Errorf("status --wait: %v\n%s", err, out)
+	}
+	out, err = s.cli(t, "runs")
+	if err != nil || !strings.Contains(out, run.ID) || !strings.Contains(out, "cli") {
+		t.Errorf("runs: %v\n%s", err, out)
+	}
+	upn := s.sim.Directory.Users()[10].Props["userPrincipalName"].(string)
+	out, err = s.cli(t, "sync", "--users", upn+",nobody@contoso.com", "--allow-overlap")
+	if err != nil || !strings.Contains(out, "unknown users (not in Entra ID): nobody@contoso.com") {
+		t.Errorf("sync --users: %v\n%s", err, out)
+	}
+	if out, err := s.cli(t, "config"); err != nil || !strings.Contains(out, "settings OK") || strings.Contains(out, "e2e-identity-header") {
+		t.Errorf("config (the identity header must stay hidden): %v\n%s", err, out)
+	}
+}
+
+func TestHousekeepingDeletesOldImportFiles(t *testing.T) {
+	s := startStack(t, stackOptions{users: 20, extra: []string{"STATUS_POLL_BACKOFF=1s", "CLEANUP_AFTER_DAYS=30"}})
+	s.putMapping(e2eMapping)
+	var jobs []string
+	for i, payload := range []string{timerFirst, timerNormal} {
+		if i == 1 {
+			s.putMapping(strings.Replace(e2eMapping, `"HireDate": "employeeHireDate"`, `"HireDate": "employeeHireDate", "EmployeeId": "employeeId"`, 1))
+		}
+		if inv := s.invoke("SyncTimer", payload); inv.Status != 200 {
+			t.Fatalf("%d %s", inv.Status, inv.Raw)
+		}
+		id := s.lastRun().JobIDs[0]
+		jobs = append(jobs, id)
+		if _, inv := s.pollOnce(t); inv.Status != 200 {
+			t.Fatalf("%d %s", inv.Status, inv.Raw)
+		}
+		if _, ok := s.jobRecord(t, id); !ok {
+			t.Fatalf("job %s not recorded", id)
+		}
+	}
+	// Make the first job 40 days old.
+	rec, _ := s.jobRecord(t, jobs[0])
+	rec.QueuedAt = time.Now().Add(-40 * 24 * time.Hour)
+	data, _ := json.Marshal(rec)
+	if _, err := s.blobs.Put(context.Background(), syncer.JobsPrefix+jobs[0]+".json", data, ""); err != nil {
+		t.Fatal(err)
+	}
+	young, _ := s.jobRecord(t, jobs[1])
+	if inv := s.invoke("SyncTimer", timerNormal); inv.Status != 200 {
+		t.Fatalf("%d %s", inv.Status, inv.Raw)
+	}
+	path := func(u string) string { p, _ := url.Parse(u); return p.Path }
+	if _, ok := s.sim.SPO.File(path(rec.SourceURI)); ok {
+		t.Errorf("the 40-day-old import file %s is still there", rec.SourceURI)
+	}
+	if _, ok := s.sim.SPO.File(path(young.SourceURI)); !ok {
+		t.Errorf("the recent import file %s was deleted", young.SourceURI)
+	}
+	if after, _ := s.jobRecord(t, jobs[0]); after.Cleaned.IsZero() {
+		t.Error("the cleaned job is not marked")
+	}
+}
