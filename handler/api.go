@@ -221,7 +221,18 @@ func (a *app) apiSync(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", "/api/runs/"+res.run.ID)
 		writeJSON(w, http.StatusAccepted, res.run)
 	case <-timer.C:
-		id := <-started // a run that is not done after syncWait has started
+		var id string
+		select {
+		case id = <-started:
+		case res := <-done: // it ended (or failed before it started) just now
+			if res.err != nil {
+				a.runError(w, r, res.err)
+				return
+			}
+			w.Header().Set("Location", "/api/runs/"+res.run.ID)
+			writeJSON(w, http.StatusAccepted, res.run)
+			return
+		}
 		w.Header().Set("Location", "/api/runs/"+id)
 		writeJSON(w, http.StatusAccepted, map[string]string{"runId": id, "status": syncer.StatusRunning,
 			"detail": "the run goes on; GET /api/runs/" + id + " shows its progress"})
