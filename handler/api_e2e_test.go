@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/profilesync/profilesync/internal/m365sim/directory"
 	"github.com/profilesync/profilesync/internal/m365sim/faults"
@@ -326,4 +328,55 @@ func TestAPIHealth(t *testing.T) {
 	if r.Status != 503 || h.Checks["graph"].Status != "failed" || h.Checks["storage"].Status != "ok" || h.Checks["sharepoint"].Status != "ok" {
 		t.Errorf("health with Graph failing: %d %s", r.Status, r.Body)
 	}
+}
+
+// TestAPISyncAnswersWhileALongRunGoesOn runs the handler's routes in-process
+// with a short wait, so that a slow Graph makes POST /api/sync answer 202
+// with the run still going; the run then ends on its own.
+func TestAPISyncAnswersWhileALongRunGoesOn(t *testing.T) {
+	s := startStack(t, stackOptions{users: 20})
+	s.putMapping(e2eMapping)
+	for _, kv := range s.env {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "IDENTITY_") {
+			t.Setenv(k, v)
+		}
+	}
+	cfg, err := loadConfig(s.getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(cfg, newLogger(io.Discard, s.getenv), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { syncWait = d }(syncWait)
+	syncWait = 50 * time.Millisecond
+	s.sim.Faults.Add(faults.Rule{Origin: faults.Graph, Path: "/users/delta", Delay: faults.Duration(time.Second), Count: 1})
+	srv := httptest.NewServer(a.routes())
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/api/sync", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct{ RunID, Status string }
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != 202 || body.Status != syncer.StatusRunning || resp.Header.Get("Location") != "/api/runs/"+body.RunID {
+		t.Fatalf("%d %+v %q", resp.StatusCode, body, resp.Header.Get("Location"))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var run syncer.Run
+		if err := a.readJSON(t.Context(), syncer.RunsPrefix+body.RunID+".json", &run); err != nil {
+			t.Fatal(err)
+		}
+		if run.Status == syncer.StatusSucceeded {
+			return
+		}
+		if run.Status == syncer.StatusFailed {
+			t.Fatalf("the run failed: %s", run.Error)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("the run did not end")
 }
