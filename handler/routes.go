@@ -37,6 +37,11 @@ func (a *app) syncTimer(ctx context.Context, req *azfunc.Request) (*azfunc.Respo
 	}
 	log.Info("SyncTimer fired", "isPastDue", t.IsPastDue, "firstRun", t.FirstRun())
 	defer a.housekeeping(ctx, log)
+	if n, err := a.engine.RecoverPolls(ctx); err != nil {
+		log.Warn("checking for lost status polls", "err", err)
+	} else if n > 0 {
+		resp.Log("scheduled again the lost status poll of %d import job(s)", n)
+	}
 	run, err := a.engine.Sync(ctx, syncer.Options{Trigger: "timer"})
 	if errors.Is(err, profile.ErrBusy) {
 		resp.Log("another sync is running; this occurrence is skipped and the next one tries again")

@@ -341,3 +341,45 @@ func TestSyncWaitsForUnfinishedImport(t *testing.T) {
 type listerFunc func(prefix string) []string
 
 func (l listerFunc) List(_ context.Context, prefix string) ([]string, error) { return l(prefix), nil }
+
+func TestRecoverPollsReschedulesOnlyLostFirstPolls(t *testing.T) {
+	f := newFixture(t)
+	f.eng.Pending = listerFunc(func(prefix string) []string {
+		var out []string
+		for k := range f.blobs.data {
+			if strings.HasPrefix(k, prefix) {
+				out = append(out, k)
+			}
+		}
+		return out
+	})
+	ctx := context.Background()
+	run, err := f.eng.Sync(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps PollState
+	json.Unmarshal(f.blobs.data[PollsPrefix+run.JobIDs[0]+".json"], &ps)
+	if !ps.Scheduled {
+		t.Fatalf("a scheduled first poll is not marked: %+v", ps)
+	}
+	// A job whose first poll never reached the queue (the process died in between), an hour ago,
+	// and one queued just now.
+	lost, _ := json.Marshal(PollState{JobID: "lost", RunID: "r0", QueuedAt: f.eng.Now().Add(-time.Hour), Attempt: 1})
+	f.blobs.put(PollsPrefix+"lost.json", lost)
+	fresh, _ := json.Marshal(PollState{JobID: "fresh", RunID: "r1", QueuedAt: f.eng.Now(), Attempt: 1})
+	f.blobs.put(PollsPrefix+"fresh.json", fresh)
+	polls := len(f.sched.msgs)
+	n, err := f.eng.RecoverPolls(ctx)
+	if err != nil || n != 1 || len(f.sched.msgs) != polls+1 {
+		t.Fatalf("recovered %d (%v), messages %d -> %d", n, err, polls, len(f.sched.msgs))
+	}
+	var m PollMessage
+	json.Unmarshal(f.sched.msgs[len(f.sched.msgs)-1], &m)
+	if m.JobID != "lost" || m.Attempt != 1 || f.sched.delays[len(f.sched.delays)-1] != 0 {
+		t.Errorf("recovered poll %+v", m)
+	}
+	if n, _ := f.eng.RecoverPolls(ctx); n != 0 {
+		t.Errorf("recovered again: %d", n)
+	}
+}

@@ -582,10 +582,60 @@ func (e *Engine) putRun(ctx context.Context, run *Run) error {
 func (e *Engine) schedulePolls(ctx context.Context, run *Run) error {
 	var errs []error
 	for _, id := range run.JobIDs {
-		msg, _ := json.Marshal(PollMessage{JobID: id, RunID: run.ID, QueuedAt: e.now(), Attempt: 1})
+		now := e.now()
+		msg, _ := json.Marshal(PollMessage{JobID: id, RunID: run.ID, QueuedAt: now, Attempt: 1})
 		if err := e.Scheduler.Schedule(ctx, msg, e.FirstPoll); err != nil {
 			errs = append(errs, fmt.Errorf("job %s: %w", id, err))
+			continue
 		}
+		e.markScheduled(ctx, PollState{JobID: id, RunID: run.ID, QueuedAt: now, Attempt: 1, Scheduled: true})
 	}
 	return errors.Join(errs...)
+}
+
+func (e *Engine) markScheduled(ctx context.Context, ps PollState) {
+	data, _ := json.MarshalIndent(ps, "", "  ")
+	if _, err := e.Blobs.Put(ctx, PollsPrefix+ps.JobID+".json", data, ""); err != nil {
+		e.log().Warn("recording the scheduled status poll", "job", ps.JobID, "err", err)
+	}
+}
+
+// RecoverPolls schedules again the first status poll of jobs whose poll was
+// never scheduled (the process died, or the queue failed, right after the
+// job was queued), so that every job of ours is followed to its end. It
+// returns how many polls it scheduled.
+func (e *Engine) RecoverPolls(ctx context.Context) (int, error) {
+	if e.Pending == nil {
+		return 0, nil
+	}
+	names, err := e.Pending.List(ctx, PollsPrefix)
+	if err != nil {
+		return 0, fmt.Errorf("listing followed jobs: %w", err)
+	}
+	n := 0
+	for _, name := range names {
+		data, etag, err := e.Blobs.Get(ctx, name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		var ps PollState
+		if json.Unmarshal(data, &ps) != nil || ps.Scheduled || ps.Attempt > 1 || e.now().Sub(ps.QueuedAt) < e.FirstPoll+10*time.Minute {
+			continue
+		}
+		msg, _ := json.Marshal(PollMessage{JobID: ps.JobID, RunID: ps.RunID, QueuedAt: ps.QueuedAt, Attempt: ps.Attempt})
+		if err := e.Scheduler.Schedule(ctx, msg, 0); err != nil {
+			return n, fmt.Errorf("scheduling a status poll for job %s: %w", ps.JobID, err)
+		}
+		ps.Scheduled = true
+		data, _ = json.MarshalIndent(ps, "", "  ")
+		if _, err := e.Blobs.Put(ctx, name, data, etag); err != nil && !errors.Is(err, profile.ErrStale) {
+			return n, err
+		}
+		e.log().Warn("status poll of an import job was missing; scheduled it again", "job", ps.JobID, "run", ps.RunID)
+		n++
+	}
+	return n, nil
 }
