@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/profilesync/profilesync/internal/azfunc"
+	"github.com/profilesync/profilesync/internal/graph"
 	"github.com/profilesync/profilesync/internal/mapping"
 	"github.com/profilesync/profilesync/internal/profile"
 	"github.com/profilesync/profilesync/internal/syncer"
@@ -246,16 +247,15 @@ func (a *app) runError(w http.ResponseWriter, r *http.Request, err error) {
 		problem(w, r, http.StatusConflict, "sync-running", "A sync is already running", "only one sync runs at a time; try again when it has finished", nil)
 	case errors.Is(err, syncer.ErrImportPending):
 		problem(w, r, http.StatusConflict, "import-pending", "An earlier import job has not finished", err.Error()+` (send "allowOverlap": true to queue anyway)`, nil)
-	case strings.Contains(err.Error(), "invalid "+syncer.MappingBlob) || strings.Contains(err.Error(), "no "+syncer.MappingBlob):
+	case errors.Is(err, syncer.ErrNoMapping) || len(mapping.Problems(err)) > 0:
 		var errs []string
 		for _, p := range mapping.Problems(err) {
 			errs = append(errs, p.Error())
 		}
 		problem(w, r, http.StatusConflict, "invalid-stored-mapping", "The stored mapping cannot be used", firstLine(err.Error()), errs)
 	default:
-		var ge interface{ Error() string }
-		if errors.As(err, &ge) && strings.Contains(err.Error(), "graph: 400") {
-			problem(w, r, http.StatusBadRequest, "graph-rejected", "Microsoft Graph rejected the request", firstLine(err.Error()), nil)
+		if ge := (*graph.Error)(nil); errors.As(err, &ge) && ge.Status == http.StatusBadRequest {
+			problem(w, r, http.StatusBadRequest, "graph-rejected", "Microsoft Graph rejected the request", ge.Error(), nil)
 			return
 		}
 		a.internalError(w, r, err)

@@ -82,6 +82,9 @@ func TestAPIMapping(t *testing.T) {
 	if r := s.api("GET", "/api/mapping", ""); r.Status != 404 || r.Problem.Type != problemType("no-mapping") {
 		t.Errorf("GET before any mapping: %d %s", r.Status, r.Body)
 	}
+	if r := s.api("POST", "/api/sync", ""); r.Status != 409 || r.Problem.Type != problemType("invalid-stored-mapping") {
+		t.Errorf("sync before any mapping: %d %s", r.Status, r.Body)
+	}
 	r := s.api("PUT", "/api/mapping", e2eMapping)
 	if r.Status != 200 || r.Header.Get("ETag") == "" {
 		t.Fatalf("first PUT: %d %s", r.Status, r.Body)

@@ -104,6 +104,9 @@ type Engine struct {
 	Lookup UserLookup
 }
 
+// ErrNoMapping: no mapping.json is stored yet.
+var ErrNoMapping = errors.New("no mapping stored")
+
 // ErrImportPending: an earlier import job of ours has not finished, so the
 // run queued nothing (Options.AllowOverlap overrides).
 var ErrImportPending = errors.New("an earlier import job has not finished")
@@ -524,7 +527,7 @@ func removeFiles(files []importfile.File) {
 func (e *Engine) LoadMapping(ctx context.Context) (*mapping.Mapping, error) {
 	data, _, err := e.Blobs.Get(ctx, MappingBlob)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no %s in the state container: upload a mapping first (see README, \"The mapping\")", MappingBlob)
+		return nil, fmt.Errorf("%w: no %s in the state container: upload a mapping first (see README, \"The mapping\")", ErrNoMapping, MappingBlob)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", MappingBlob, err)
