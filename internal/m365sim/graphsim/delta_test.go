@@ -276,6 +276,13 @@ func TestBatch(t *testing.T) {
 				}
 			}
 		}},
+		{"sdk shape: body null, dependsOn empty", fmt.Sprintf(`{"requests":[{"id":"a","method":"GET","url":"/users/%s?%%24select=id,mail","headers":{"accept":"application/json"},"body":null,"dependsOn":[]}]}`, u[3].ID), 200, func(t *testing.T, m map[string]any) {
+			rs := m["responses"].([]any)
+			r := rs[0].(map[string]any)
+			if body, _ := r["body"].(map[string]any); r["status"] != float64(200) || body["id"] != u[3].ID {
+				t.Errorf("item = %v", r)
+			}
+		}},
 		{"too many", over, 400, nil},
 		{"duplicate ids", `{"requests":[{"id":"1","method":"GET","url":"/users"},{"id":"1","method":"GET","url":"/users"}]}`, 400, nil},
 		{"dup and too many", tooMany, 400, nil},
