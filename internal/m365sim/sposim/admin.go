@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -71,7 +72,16 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		}
 		act := s.AdvanceJob
 		if parts[2] == "fail" {
-			act = s.FailJob
+			code := jobErrInternal
+			if v := r.URL.Query().Get("error"); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					adminFail(w, http.StatusBadRequest, "error must be a number, got %q", v)
+					return
+				}
+				code = n
+			}
+			act = func(id string) error { return s.FailJobWith(id, code) }
 		}
 		if err := act(parts[1]); err != nil {
 			status := http.StatusConflict

@@ -57,6 +57,14 @@ func TestAdmin(t *testing.T) {
 					t.Errorf("failing twice: %d", rec.Code)
 				}
 			}},
+		{name: "fail with a code", method: "POST", target: func(id string) string { return "/_sim/jobs/" + id + "/fail?error=21" }, status: 200,
+			check: func(t *testing.T, s *Server, id string, _ *httptest.ResponseRecorder) {
+				if j, _ := s.Job(id); j.State != stateError || j.Error != 21 || j.ErrorMessage == "" {
+					t.Errorf("after fail?error=21 %+v", j)
+				}
+			}},
+		{name: "fail with a code that cannot be injected", method: "POST", target: func(id string) string { return "/_sim/jobs/" + id + "/fail?error=30" }, status: 409},
+		{name: "fail with a bad code", method: "POST", target: func(id string) string { return "/_sim/jobs/" + id + "/fail?error=x" }, status: 400},
 		{name: "profiles", method: "GET", target: func(string) string { return "/_sim/profiles" }, status: 200,
 			check: func(t *testing.T, s *Server, id string, rec *httptest.ResponseRecorder) {
 				if rec.Body.String() != "{}" {

@@ -36,6 +36,7 @@ const (
 const (
 	msgInternal     = "Failed to import the custom properties due to an unexpected error."
 	msgNotExist     = "The data file does not exist."
+	msgNotInTenant  = "The data file is not in the tenant's SharePoint."
 	msgTooBig       = "The data file is larger than 2 GB or holds more than 500,000 properties."
 	msgInvalidFile  = "The data file is not valid. Check the log files in the log folder for details."
 	msgWithProblems = "The import completed with errors. Check the log files in the log folder for details."

@@ -165,6 +165,18 @@ func TestImportOutcomes(t *testing.T) {
 				}
 			},
 			state: stateError, errCode: 1},
+		{name: "file no longer in the tenant (injected)", content: `{"value":[]}`,
+			after: func(t *testing.T, s *Server) {
+				for _, j := range s.Jobs() {
+					if err := s.FailJobWith(j.JobID, 21); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := s.FailJobWith("00000000-0000-0000-0000-000000000001", 21); err == nil {
+					t.Error("failed an unknown job")
+				}
+			},
+			state: stateError, errCode: 21},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

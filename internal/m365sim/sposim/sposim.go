@@ -323,7 +323,27 @@ func (s *Server) AdvanceJob(id string) error {
 
 // FailJob ends an unfinished job with InternalError (1), as SharePoint
 // sometimes does.
-func (s *Server) FailJob(id string) error {
+func (s *Server) FailJob(id string) error { return s.FailJobWith(id, jobErrInternal) }
+
+// jobErrorMessages are the messages FailJobWith sets for the job-level
+// errors it can inject.
+var jobErrorMessages = map[int]string{
+	jobErrInternal:    msgInternal,
+	jobErrNotExist:    msgNotExist,
+	jobErrNotInTenant: msgNotInTenant,
+	jobErrTooBig:      msgTooBig,
+	jobErrInvalidFile: msgInvalidFile,
+}
+
+// FailJobWith ends an unfinished job in Error with a job-level error code
+// (1, 20, 21, 22 or 23) and no log folder. It is how tests reach
+// DataFileNotInTenant (21), which the queue call's own checks otherwise
+// prevent.
+func (s *Server) FailJobWith(id string, code int) error {
+	msg, ok := jobErrorMessages[code]
+	if !ok {
+		return fmt.Errorf("error code %d cannot be injected (want 1, 20, 21, 22 or 23)", code)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.jobs[normGUID(id)]
@@ -334,7 +354,7 @@ func (s *Server) FailJob(id string) error {
 	if j.done() {
 		return fmt.Errorf("job %s is already finished", id)
 	}
-	s.finishLocked(j, outcome{code: jobErrInternal, msg: msgInternal})
+	s.finishLocked(j, outcome{code: code, msg: msg})
 	return nil
 }
 
