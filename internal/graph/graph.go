@@ -46,7 +46,8 @@ type Options struct {
 	// only the manager properties the mapping needs, a few hundred bytes).
 	// Default 20,000; a miss costs one item of a $batch of 20.
 	ManagerCache int
-	// Timeout bounds one HTTP exchange. Default 2 minutes.
+	// Timeout bounds one Graph call, its retries after 429/503/504 included.
+	// Default 5 minutes.
 	Timeout time.Duration
 	Logger  *slog.Logger
 }
@@ -57,6 +58,15 @@ type Client struct {
 	adapter  *msgraphsdk.GraphRequestAdapter
 	log      *slog.Logger
 	cacheMax int
+	timeout  time.Duration
+}
+
+// bounded gives one Graph exchange its own deadline. kiota-http-go puts a
+// timeout on a context without a deadline and never cancels it, which keeps
+// a timer per request alive for the whole timeout; with a deadline of our
+// own, cancelled as soon as the answer is read, nothing lingers.
+func (c *Client) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.timeout)
 }
 
 // New builds a Graph client for the given origin and credential.
@@ -78,7 +88,7 @@ func New(o Options) (*Client, error) {
 		o.ManagerCache = 20000
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Minute
+		o.Timeout = 5 * time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -114,6 +124,7 @@ func New(o Options) (*Client, error) {
 		adapter:  adapter,
 		log:      o.Logger,
 		cacheMax: o.ManagerCache,
+		timeout:  o.Timeout,
 	}, nil
 }
 
@@ -150,11 +161,15 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		if len(sel.Manager) > 0 {
 			props = append(props, "manager")
 		}
-		resp, err = builder.GetAsDeltaGetResponse(ctx, &users.DeltaRequestBuilderGetRequestConfiguration{
+		rctx, cancel := c.bounded(ctx)
+		resp, err = builder.GetAsDeltaGetResponse(rctx, &users.DeltaRequestBuilderGetRequestConfiguration{
 			QueryParameters: &users.DeltaRequestBuilderGetQueryParameters{Select: props},
 		})
+		cancel()
 	} else {
-		resp, err = builder.WithUrl(deltaLink).GetAsDeltaGetResponse(ctx, nil)
+		rctx, cancel := c.bounded(ctx)
+		resp, err = builder.WithUrl(deltaLink).GetAsDeltaGetResponse(rctx, nil)
+		cancel()
 	}
 	mgr := newManagerResolver(c, sel.Manager)
 	pages, count := 0, 0
@@ -192,7 +207,9 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 			c.log.Info("reading users from Graph", "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())
 		}
 		if next := resp.GetOdataNextLink(); next != nil && *next != "" {
-			resp, err = builder.WithUrl(*next).GetAsDeltaGetResponse(ctx, nil)
+			rctx, cancel := c.bounded(ctx)
+			resp, err = builder.WithUrl(*next).GetAsDeltaGetResponse(rctx, nil)
+			cancel()
 			continue
 		}
 		dl := resp.GetOdataDeltaLink()
@@ -253,6 +270,8 @@ func (e *Error) Error() string {
 // Ping checks that a token can be had and Graph answers: GET /users?$top=1&$select=id.
 func (c *Client) Ping(ctx context.Context) error {
 	top := int32(1)
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
 	_, err := c.svc.Users().Get(ctx, &users.UsersRequestBuilderGetRequestConfiguration{
 		QueryParameters: &users.UsersRequestBuilderGetQueryParameters{Top: &top, Select: []string{"id"}},
 	})

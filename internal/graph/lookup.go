@@ -66,7 +66,9 @@ func (c *Client) Lookup(ctx context.Context, sel profile.Selection, ids []string
 			itemIDs[*item.GetId()] = id
 			order = append(order, *item.GetId())
 		}
-		resp, err := batch.Send(ctx, c.adapter)
+		bctx, cancel := c.bounded(ctx)
+		resp, err := batch.Send(bctx, c.adapter)
+		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("looking up users: %w", classify(err))
 		}
@@ -84,7 +86,9 @@ func (c *Client) Lookup(ctx context.Context, sel profile.Selection, ids []string
 					return nil, fmt.Errorf("reading user %s: %w", id, err)
 				}
 			default: // throttled inside the batch: ask again on its own, with the SDK's retries
-				u, err = c.svc.Users().ByUserId(id).Get(ctx, cfg)
+				gctx, cancel := c.bounded(ctx)
+				u, err = c.svc.Users().ByUserId(id).Get(gctx, cfg)
+				cancel()
 				if err != nil {
 					if e, ok := classify(err).(*Error); ok && e.Status == 404 {
 						missing = append(missing, id)
@@ -115,7 +119,9 @@ func (c *Client) List(ctx context.Context, sel profile.Selection, filter string,
 			Filter: &filter, Select: sel.Properties, Expand: expandManager(sel), Top: &top, Count: &count,
 		},
 	}
-	resp, err := c.svc.Users().Get(ctx, cfg)
+	rctx, cancel := c.bounded(ctx)
+	resp, err := c.svc.Users().Get(rctx, cfg)
+	cancel()
 	for pages := 1; ; pages++ {
 		if err != nil {
 			return fmt.Errorf("listing users with filter %q: %w", filter, classify(err))
@@ -129,6 +135,8 @@ func (c *Client) List(ctx context.Context, sel profile.Selection, filter string,
 		if next == nil || *next == "" {
 			return nil
 		}
-		resp, err = c.svc.Users().WithUrl(*next).Get(ctx, &users.UsersRequestBuilderGetRequestConfiguration{Headers: headers})
+		rctx, cancel := c.bounded(ctx)
+		resp, err = c.svc.Users().WithUrl(*next).Get(rctx, &users.UsersRequestBuilderGetRequestConfiguration{Headers: headers})
+		cancel()
 	}
 }

@@ -48,16 +48,25 @@ func (r *managerResolver) resolve(ctx context.Context, batch []profile.User) err
 	}
 	for _, u := range batch {
 		if ref, ok := u.Props["manager"].(managerRef); ok {
-			m, _ := r.cache.get(string(ref))
-			if m == nil {
+			vals, _ := r.cache.get(string(ref))
+			if vals == nil {
 				u.Props["manager"] = nil // the manager no longer exists
-			} else {
-				u.Props["manager"] = m
+				continue
 			}
+			m := make(map[string]any, len(r.sel))
+			for i, k := range r.sel {
+				if vals[i] != absent {
+					m[k] = vals[i]
+				}
+			}
+			u.Props["manager"] = m
 		}
 	}
 	return nil
 }
+
+// absent marks a manager property Graph did not return (never set).
+var absent = new(struct{})
 
 // fetch looks up managers with one $batch request; items Graph could not
 // answer in the batch (throttled) are fetched one by one, with the SDK's
@@ -79,7 +88,9 @@ func (r *managerResolver) fetch(ctx context.Context, ids []string) error {
 		}
 		itemIDs[*item.GetId()] = id
 	}
-	resp, err := batch.Send(ctx, r.c.adapter)
+	bctx, cancel := r.c.bounded(ctx)
+	defer cancel()
+	resp, err := batch.Send(bctx, r.c.adapter)
 	if err != nil {
 		return fmt.Errorf("looking up managers: %w", classify(err))
 	}
@@ -95,7 +106,7 @@ func (r *managerResolver) fetch(ctx context.Context, ids []string) error {
 			}
 			r.cache.put(id, managerProps(u, r.sel))
 		default:
-			u, err := r.c.svc.Users().ByUserId(id).Get(ctx, cfg)
+			u, err := r.c.svc.Users().ByUserId(id).Get(bctx, cfg)
 			if err != nil {
 				if e, ok := classify(err).(*Error); ok && e.Status == 404 {
 					r.cache.put(id, nil)
@@ -109,20 +120,24 @@ func (r *managerResolver) fetch(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// managerProps keeps only what the mapping asked of the manager, in a map
-// sized to it: the cache holds thousands of these.
-func managerProps(u models.Userable, sel []string) map[string]any {
+// managerProps keeps only what the mapping asked of the manager, as values
+// in the order of sel: the cache holds thousands of these, and a slice costs
+// a fraction of a map.
+func managerProps(u models.Userable, sel []string) []any {
 	pu, _, _ := convertUser(u)
-	out := make(map[string]any, len(sel))
-	for _, k := range sel {
+	out := make([]any, len(sel))
+	for i, k := range sel {
 		if v, ok := pu.Props[k]; ok {
-			out[k] = v
+			out[i] = v
+		} else {
+			out[i] = absent
 		}
 	}
 	return out
 }
 
-// lru is a small least-recently-used cache; a nil value records "no such user".
+// lru is a small least-recently-used cache of manager values; a nil value
+// records "no such user".
 type lru struct {
 	max   int
 	order *list.List
@@ -131,14 +146,14 @@ type lru struct {
 
 type lruEntry struct {
 	key string
-	val map[string]any
+	val []any
 }
 
 func newLRU(max int) *lru {
 	return &lru{max: max, order: list.New(), items: make(map[string]*list.Element)}
 }
 
-func (c *lru) get(k string) (map[string]any, bool) {
+func (c *lru) get(k string) ([]any, bool) {
 	e, ok := c.items[k]
 	if !ok {
 		return nil, false
@@ -147,7 +162,7 @@ func (c *lru) get(k string) (map[string]any, bool) {
 	return e.Value.(*lruEntry).val, true
 }
 
-func (c *lru) put(k string, v map[string]any) {
+func (c *lru) put(k string, v []any) {
 	if e, ok := c.items[k]; ok {
 		e.Value.(*lruEntry).val = v
 		c.order.MoveToFront(e)
