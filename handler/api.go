@@ -269,14 +269,9 @@ func firstLine(s string) string {
 
 // apiRuns is GET /api/runs?top=N: run records, newest first.
 func (a *app) apiRuns(w http.ResponseWriter, r *http.Request) {
-	top := 50
-	if v := r.URL.Query().Get("top"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			problem(w, r, http.StatusBadRequest, "invalid-request", "Invalid query", "top must be a number from 1 to 1000", nil)
-			return
-		}
-		top = n
+	top, ok := topParam(w, r)
+	if !ok {
+		return
 	}
 	runs, err := a.listRuns(r.Context(), top)
 	if err != nil {
@@ -286,19 +281,44 @@ func (a *app) apiRuns(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"runs": runs})
 }
 
-func (a *app) listRuns(ctx context.Context, top int) ([]syncer.Run, error) {
-	names, err := store{a.blobs}.List(ctx, syncer.RunsPrefix)
-	if err != nil {
-		return nil, err
+// topParam reads ?top=N (1..1000, default 50), answering the problem itself.
+func topParam(w http.ResponseWriter, r *http.Request) (int, bool) {
+	v := r.URL.Query().Get("top")
+	if v == "" {
+		return 50, true
 	}
-	sort.Sort(sort.Reverse(sort.StringSlice(names))) // run ids start with their time
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		problem(w, r, http.StatusBadRequest, "invalid-request", "Invalid query", "top must be a number from 1 to 1000", nil)
+		return 0, false
+	}
+	return n, true
+}
+
+// listRuns reads the newest top run records. Run ids start with their UTC
+// time, so it lists month by month backwards (at most three years) instead
+// of listing every record ever written.
+func (a *app) listRuns(ctx context.Context, top int) ([]syncer.Run, error) {
 	runs := []syncer.Run{}
-	for _, n := range names[:min(top, len(names))] {
-		var run syncer.Run
-		if err := a.readJSON(ctx, n, &run); err != nil {
+	month := time.Now().UTC()
+	month = time.Date(month.Year(), month.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, 1, 0) // clocks may differ a little
+	for range 38 {
+		names, err := store{a.blobs}.List(ctx, syncer.RunsPrefix+month.Format("200601"))
+		if err != nil {
 			return nil, err
 		}
-		runs = append(runs, run)
+		sort.Sort(sort.Reverse(sort.StringSlice(names)))
+		for _, n := range names {
+			if len(runs) == top {
+				return runs, nil
+			}
+			var run syncer.Run
+			if err := a.readJSON(ctx, n, &run); err != nil {
+				return nil, err
+			}
+			runs = append(runs, run)
+		}
+		month = month.AddDate(0, -1, 0)
 	}
 	return runs, nil
 }
@@ -334,9 +354,13 @@ func safeID(s string) bool {
 	return !strings.Contains(s, "..")
 }
 
-// apiJobs is GET /api/jobs: recorded jobs and the ones still followed.
+// apiJobs is GET /api/jobs?top=N: the newest recorded jobs and the ones still followed.
 func (a *app) apiJobs(w http.ResponseWriter, r *http.Request) {
-	views, err := a.allJobs(r.Context())
+	top, ok := topParam(w, r)
+	if !ok {
+		return
+	}
+	views, err := a.allJobs(r.Context(), top)
 	if err != nil {
 		a.internalError(w, r, err)
 		return

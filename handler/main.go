@@ -42,8 +42,8 @@ Commands:
                         --mapping    a mapping file for this run only
                         (--users, --filter and --mapping never move the delta link)
   runs [--top N]        the newest runs, one line each
-  status [JOBID] [--errors] [--wait] [--timeout D]
-                        import jobs, newest first, or one job (live from SharePoint
+  status [JOBID] [--errors] [--wait] [--timeout D] [--top N]
+                        import jobs, newest first (--top, default 50), or one job (live from SharePoint
                         while it runs); --errors prints the per-user results;
                         --wait follows the job until it ends (Ctrl-C stops waiting)
   mapping get           print the mapping stored in SYNC_CONTAINER

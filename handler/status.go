@@ -32,6 +32,7 @@ func statusCmd(ctx context.Context, args []string, getenv func(string) string, s
 	withErrors := fs.Bool("errors", false, "print the per-user results of jobs that ended in error")
 	wait := fs.Bool("wait", false, "wait until the job ends (needs JOBID)")
 	timeout := fs.Duration("timeout", 2*time.Hour, "give up waiting after this long")
+	top := fs.Int("top", 50, "without JOBID: how many recorded jobs to list (0 = all)")
 	// Flags may come after the job id, as administrators type them.
 	var pos []string
 	for len(args) > 0 {
@@ -55,7 +56,7 @@ func statusCmd(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	if len(pos) == 0 {
-		views, err := a.allJobs(ctx)
+		views, err := a.allJobs(ctx, *top)
 		if err != nil {
 			return err
 		}
@@ -87,22 +88,27 @@ func statusCmd(ctx context.Context, args []string, getenv func(string) string, s
 	return nil
 }
 
-// allJobs lists recorded jobs and the ones still followed, newest first.
-func (a *app) allJobs(ctx context.Context) ([]jobView, error) {
-	st := store{a.blobs}
+// allJobs lists the newest recorded jobs (at most top; 0 = all) and every
+// job still followed, newest first.
+func (a *app) allJobs(ctx context.Context, top int) ([]jobView, error) {
 	var views []jobView
-	names, err := st.List(ctx, syncer.JobsPrefix)
+	infos, err := a.blobs.List(ctx, syncer.JobsPrefix)
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range names {
+	// Records are written once, when a job ends: newest written first.
+	sort.Slice(infos, func(i, k int) bool { return infos[i].LastModified.After(infos[k].LastModified) })
+	if top > 0 && len(infos) > top {
+		infos = infos[:top]
+	}
+	for _, b := range infos {
 		var r syncer.JobRecord
-		if err := a.readJSON(ctx, n, &r); err != nil {
+		if err := a.readJSON(ctx, b.Name, &r); err != nil {
 			return nil, err
 		}
 		views = append(views, jobView{JobRecord: r})
 	}
-	pending, err := st.List(ctx, syncer.PollsPrefix)
+	pending, err := store{a.blobs}.List(ctx, syncer.PollsPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +117,7 @@ func (a *app) allJobs(ctx context.Context) ([]jobView, error) {
 		if err := a.readJSON(ctx, n, &ps); err != nil {
 			return nil, err
 		}
-		v := jobView{JobRecord: syncer.JobRecord{JobID: ps.JobID, RunID: ps.RunID, QueuedAt: ps.QueuedAt, Attempts: ps.Attempt - 1, State: "?"}, Live: true}
+		v := jobView{JobRecord: syncer.JobRecord{JobID: ps.JobID, RunID: ps.RunID, QueuedAt: ps.QueuedAt, Attempts: max(ps.Attempt-1, 0), State: "?"}, Live: true}
 		if job, err := a.spo.Job(ctx, ps.JobID); err == nil {
 			v.State, v.ErrorName, v.ErrorMessage, v.SourceURI = job.State.String(), job.Error.String(), job.ErrorMessage, job.SourceURI
 		} else {
@@ -119,7 +125,7 @@ func (a *app) allJobs(ctx context.Context) ([]jobView, error) {
 		}
 		views = append(views, v)
 	}
-	sort.Slice(views, func(i, k int) bool { return views[i].QueuedAt.After(views[k].QueuedAt) })
+	sort.SliceStable(views, func(i, k int) bool { return views[i].QueuedAt.After(views[k].QueuedAt) })
 	return views, nil
 }
 

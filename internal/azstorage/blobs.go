@@ -21,8 +21,9 @@ import (
 	"github.com/profilesync/profilesync/internal/profile"
 )
 
-// DefaultListLimit is the most blobs List returns before giving up.
-const DefaultListLimit = 10000
+// DefaultListLimit is the most blobs List returns before giving up (about
+// 10 MB of names: years of run and job records).
+const DefaultListLimit = 100000
 
 // Blobs stores small named documents in one container. Methods are safe for
 // concurrent use.
