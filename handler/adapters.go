@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"time"
 
 	"github.com/profilesync/profilesync/internal/azstorage"
 	"github.com/profilesync/profilesync/internal/spo"
@@ -24,6 +25,21 @@ func (s store) List(ctx context.Context, prefix string) ([]string, error) {
 	names := make([]string, len(infos))
 	for i, b := range infos {
 		names[i] = b.Name
+	}
+	return names, nil
+}
+
+// ListOlder lists the blobs under prefix last written before t.
+func (s store) ListOlder(ctx context.Context, prefix string, t time.Time) ([]string, error) {
+	infos, err := s.Blobs.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, b := range infos {
+		if b.LastModified.Before(t) {
+			names = append(names, b.Name)
+		}
 	}
 	return names, nil
 }

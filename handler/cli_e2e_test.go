@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -106,25 +107,50 @@ func TestHousekeepingDeletesOldImportFiles(t *testing.T) {
 			t.Fatalf("job %s not recorded", id)
 		}
 	}
-	// Make the first job 40 days old.
-	rec, _ := s.jobRecord(t, jobs[0])
-	rec.QueuedAt = time.Now().Add(-40 * 24 * time.Hour)
-	data, _ := json.Marshal(rec)
-	if _, err := s.blobs.Put(context.Background(), syncer.JobsPrefix+jobs[0]+".json", data, ""); err != nil {
+	// Thirty-five days later (the handler's own adapters, in-process, with a
+	// clock moved forward): the first job is due; the second was queued
+	// twenty days after it, so it is not.
+	for _, kv := range s.env {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "IDENTITY_") {
+			t.Setenv(k, v)
+		}
+	}
+	cfg, err := loadConfig(s.getenv)
+	if err != nil {
 		t.Fatal(err)
 	}
+	a, err := newApp(cfg, newLogger(io.Discard, s.getenv), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(35 * 24 * time.Hour)
+	a.house.Now = func() time.Time { return later }
+	old, _ := s.jobRecord(t, jobs[0])
 	young, _ := s.jobRecord(t, jobs[1])
-	if inv := s.invoke("SyncTimer", timerNormal); inv.Status != 200 {
-		t.Fatalf("%d %s", inv.Status, inv.Raw)
+	young.QueuedAt = time.Now().Add(20 * 24 * time.Hour)
+	data, _ := json.Marshal(young)
+	if _, err := s.blobs.Put(context.Background(), syncer.JobsPrefix+jobs[1]+".json", data, ""); err != nil {
+		t.Fatal(err)
+	}
+	n, err := a.house.Sweep(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("sweep cleaned %d (%v), want 1", n, err)
 	}
 	path := func(u string) string { p, _ := url.Parse(u); return p.Path }
-	if _, ok := s.sim.SPO.File(path(rec.SourceURI)); ok {
-		t.Errorf("the 40-day-old import file %s is still there", rec.SourceURI)
+	if _, ok := s.sim.SPO.File(path(old.SourceURI)); ok {
+		t.Errorf("the old import file %s is still there", old.SourceURI)
 	}
 	if _, ok := s.sim.SPO.File(path(young.SourceURI)); !ok {
 		t.Errorf("the recent import file %s was deleted", young.SourceURI)
 	}
 	if after, _ := s.jobRecord(t, jobs[0]); after.Cleaned.IsZero() {
 		t.Error("the cleaned job is not marked")
+	}
+	// The timer runs housekeeping itself when CLEANUP_AFTER_DAYS is set: today nothing is due.
+	if inv := s.invoke("SyncTimer", timerNormal); inv.Status != 200 {
+		t.Fatalf("%d %s", inv.Status, inv.Raw)
+	}
+	if _, ok := s.sim.SPO.File(path(young.SourceURI)); !ok {
+		t.Error("the timer's housekeeping deleted a recent file")
 	}
 }

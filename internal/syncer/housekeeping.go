@@ -18,6 +18,11 @@ type Remover interface {
 	Delete(ctx context.Context, url string) error
 }
 
+// AgedLister lists the blobs under prefix last written before a time.
+type AgedLister interface {
+	ListOlder(ctx context.Context, prefix string, before time.Time) ([]string, error)
+}
+
 // Housekeeper deletes the import files and log folders of recorded jobs once
 // they are older than After. SharePoint never deletes them, and libraries
 // that keep every daily file eventually hit the list view threshold
@@ -52,7 +57,14 @@ func (h *Housekeeper) Sweep(ctx context.Context) (int, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	names, err := h.List.List(ctx, JobsPrefix)
+	var names []string
+	var err error
+	if aged, ok := h.List.(AgedLister); ok {
+		// Only records written before the cut-off can be due: no need to read the others.
+		names, err = aged.ListOlder(ctx, JobsPrefix, now.Add(-h.After))
+	} else {
+		names, err = h.List.List(ctx, JobsPrefix)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("listing job records: %w", err)
 	}
