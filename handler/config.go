@@ -127,7 +127,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	} else {
 		c.PollBackoff = b
 	}
-	if d, err := time.ParseDuration(value(getenv, "STATUS_POLL_MAX_AGE")); err != nil || d <= 0 {
+	if d, err := parseDuration(value(getenv, "STATUS_POLL_MAX_AGE")); err != nil || d <= 0 {
 		bad("STATUS_POLL_MAX_AGE %q is not a positive duration such as 48h", value(getenv, "STATUS_POLL_MAX_AGE"))
 	} else {
 		c.PollMaxAge = d
@@ -164,7 +164,7 @@ func parseBackoff(s string) ([]time.Duration, error) {
 	var out []time.Duration
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
-		d, err := time.ParseDuration(part)
+		d, err := parseDuration(part)
 		if err != nil || d <= 0 {
 			return nil, fmt.Errorf("%q is not a list of positive durations such as 1m,2m,5m", s)
 		}
@@ -174,6 +174,19 @@ func parseBackoff(s string) ([]time.Duration, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// parseDuration is time.ParseDuration plus whole days ("2d"), which
+// administrators write for ages like STATUS_POLL_MAX_AGE.
+func parseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a duration", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
 
 // configCmd prints the effective settings, hiding secrets.
