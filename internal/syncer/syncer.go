@@ -43,6 +43,10 @@ import (
 const (
 	MappingBlob = "mapping.json"
 	StateBlob   = "state.json"
+	// CurrentBlob names the run in progress. A run that finds it naming
+	// another run (it holds the lock, so that run is dead) marks that run's
+	// record as interrupted.
+	CurrentBlob = "current-run.json"
 	RunsPrefix  = "runs/"
 	JobsPrefix  = "jobs/"
 )
@@ -254,8 +258,13 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 	run := &Run{ID: NewRunID(start), Trigger: opts.Trigger, WhatIf: opts.WhatIf, Status: StatusRunning, Started: start,
 		Users: opts.Users, Filter: opts.Filter, OneOffMap: opts.Mapping != nil}
 	log := e.log().With("run", run.ID)
+	e.closeInterrupted(ctx, log)
 	if err := e.putRun(ctx, run); err != nil {
 		return nil, err
+	}
+	cur, _ := json.Marshal(map[string]string{"runId": run.ID})
+	if _, err := e.Blobs.Put(ctx, CurrentBlob, cur, ""); err != nil {
+		log.Warn("recording the run in progress", "err", err)
 	}
 	if opts.OnStart != nil {
 		opts.OnStart(run.ID)
@@ -273,6 +282,11 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 		log.Error("writing the run record", "err", perr)
 		if err == nil {
 			err = perr
+		}
+	}
+	if d, ok := e.Blobs.(Deleter); ok {
+		if derr := d.Delete(context.WithoutCancel(ctx), CurrentBlob); derr != nil {
+			log.Warn("clearing the run in progress", "err", derr)
 		}
 	}
 	if err != nil {
@@ -376,6 +390,35 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		log.Info("nobody changed: no import file, no job; delta link advanced")
 	}
 	return nil
+}
+
+// closeInterrupted marks the record of a run that died mid-way (its process
+// was killed: the host's timeout, a crash, a scale-in) as failed, so that no
+// record says "running" forever. It is called while holding the lock.
+func (e *Engine) closeInterrupted(ctx context.Context, log *slog.Logger) {
+	data, _, err := e.Blobs.Get(ctx, CurrentBlob)
+	if err != nil {
+		return
+	}
+	var cur struct{ RunID string }
+	if json.Unmarshal(data, &cur) != nil || cur.RunID == "" {
+		return
+	}
+	data, etag, err := e.Blobs.Get(ctx, RunsPrefix+cur.RunID+".json")
+	if err != nil {
+		return
+	}
+	var run Run
+	if json.Unmarshal(data, &run) != nil || run.Status != StatusRunning {
+		return
+	}
+	run.Status = StatusFailed
+	run.Error = "interrupted: the process ended before the run finished (nothing after the last recorded step happened; the delta link was not moved unless deltaLinkSaved is true)"
+	run.Finished = e.now()
+	data, _ = json.MarshalIndent(run, "", "  ")
+	if _, err := e.Blobs.Put(ctx, RunsPrefix+run.ID+".json", data, etag); err == nil {
+		log.Warn("an earlier run was interrupted; its record is closed", "interrupted", run.ID, "jobs", run.JobIDs)
+	}
 }
 
 // checkPending fails with ErrImportPending when an import job of ours is

@@ -512,3 +512,30 @@ func TestSplitsIntoSeveralFilesAndJobs(t *testing.T) {
 		t.Errorf("%d records across files, want 10", total)
 	}
 }
+
+func TestInterruptedRunIsClosedByTheNext(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	// A run that died after queueing its job: its record says running, current-run.json names it.
+	dead := Run{ID: "20261128T000000.000Z-deadbeef", Status: StatusRunning, JobIDs: []string{"j1"}}
+	data, _ := json.Marshal(dead)
+	f.blobs.put(RunsPrefix+dead.ID+".json", data)
+	f.blobs.put(CurrentBlob, []byte(`{"runId":"`+dead.ID+`"}`))
+	run, err := f.eng.Sync(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Run
+	json.Unmarshal(f.blobs.data[RunsPrefix+dead.ID+".json"], &got)
+	if got.Status != StatusFailed || !strings.Contains(got.Error, "interrupted") || len(got.JobIDs) != 1 {
+		t.Errorf("dead run record %+v", got)
+	}
+	if _, ok := f.blobs.data[CurrentBlob]; ok {
+		t.Error("current-run.json left behind after a finished run")
+	}
+	var mine Run
+	json.Unmarshal(f.blobs.data[RunsPrefix+run.ID+".json"], &mine)
+	if mine.Status != StatusSucceeded {
+		t.Errorf("this run %+v", mine)
+	}
+}
