@@ -339,19 +339,7 @@ func TestAPIHealth(t *testing.T) {
 func TestAPISyncAnswersWhileALongRunGoesOn(t *testing.T) {
 	s := startStack(t, stackOptions{users: 20})
 	s.putMapping(e2eMapping)
-	for _, kv := range s.env {
-		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "IDENTITY_") {
-			t.Setenv(k, v)
-		}
-	}
-	cfg, err := loadConfig(s.getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, newLogger(io.Discard, s.getenv), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := s.inProcessApp(t)
 	defer func(d time.Duration) { syncWait = d }(syncWait)
 	syncWait = 50 * time.Millisecond
 	s.sim.Faults.Add(faults.Rule{Origin: faults.Graph, Path: "/users/delta", Delay: faults.Duration(time.Second), Count: 1})

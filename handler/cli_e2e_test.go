@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,11 +17,7 @@ import (
 // cli runs the command line in-process against the stack's settings.
 func (s *stack) cli(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	for _, kv := range s.env {
-		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "IDENTITY_") {
-			t.Setenv(k, v) // azidentity reads the process environment
-		}
-	}
+	s.identityEnv(t)
 	var out, logs bytes.Buffer
 	err := run(t.Context(), args, s.getenv, &out, &logs)
 	return out.String(), err
@@ -110,19 +105,7 @@ func TestHousekeepingDeletesOldImportFiles(t *testing.T) {
 	// Thirty-five days later (the handler's own adapters, in-process, with a
 	// clock moved forward): the first job is due; the second was queued
 	// twenty days after it, so it is not.
-	for _, kv := range s.env {
-		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "IDENTITY_") {
-			t.Setenv(k, v)
-		}
-	}
-	cfg, err := loadConfig(s.getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, newLogger(io.Discard, s.getenv), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := s.inProcessApp(t)
 	later := time.Now().Add(35 * 24 * time.Hour)
 	a.house.Now = func() time.Time { return later }
 	old, _ := s.jobRecord(t, jobs[0])

@@ -283,3 +283,29 @@ func (s *stack) simDo(method, path, body string) []byte {
 	}
 	return out
 }
+
+// identityEnv exports the simulator's managed-identity settings for code that
+// runs in the test process: azidentity reads the process environment.
+func (s *stack) identityEnv(t *testing.T) {
+	t.Helper()
+	for _, kv := range s.env {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "IDENTITY_") {
+			t.Setenv(k, v)
+		}
+	}
+}
+
+// inProcessApp wires the handler's app in the test process against the stack.
+func (s *stack) inProcessApp(t *testing.T) *app {
+	t.Helper()
+	s.identityEnv(t)
+	cfg, err := loadConfig(s.getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(cfg, newLogger(io.Discard, s.getenv), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

@@ -177,12 +177,7 @@ func TestImportStatusRecordsErrorsAndDropsBadMessages(t *testing.T) {
 	}
 
 	// The CLI shows the job and its per-user errors.
-	for _, kv := range s.env {
-		k, v, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "IDENTITY_") {
-			t.Setenv(k, v) // azidentity reads the process environment
-		}
-	}
+	s.identityEnv(t)
 	var out bytes.Buffer
 	if err := run(t.Context(), []string{"status", id, "--errors"}, s.getenv, &out, &out); err != nil {
 		t.Fatal(err)
