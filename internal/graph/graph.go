@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,9 @@ type Options struct {
 	// only the manager properties the mapping needs, a few hundred bytes).
 	// Default 20,000; a miss costs one item of a $batch of 20.
 	ManagerCache int
+	// TempDir holds the spill files of initial rounds that join users with
+	// their managers ("" = os.TempDir()).
+	TempDir string
 	// Timeout bounds one Graph call, its retries after 429/503/504 included.
 	// Default 5 minutes.
 	Timeout time.Duration
@@ -59,6 +63,7 @@ type Client struct {
 	log      *slog.Logger
 	cacheMax int
 	timeout  time.Duration
+	tempDir  string
 }
 
 // bounded gives one Graph exchange its own deadline. kiota-http-go puts a
@@ -125,6 +130,7 @@ func New(o Options) (*Client, error) {
 		log:      o.Logger,
 		cacheMax: o.ManagerCache,
 		timeout:  o.Timeout,
+		tempDir:  o.TempDir,
 	}, nil
 }
 
@@ -156,9 +162,23 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 	builder := c.svc.Users().Delta()
 	var resp users.DeltaGetResponseable
 	var err error
+	// An initial round that needs managers joins users with managers on disk
+	// (see joiner); other rounds look managers up, 20 at a time, with a cache.
+	var join *joiner
+	if initial && len(sel.Manager) > 0 {
+		if join, err = newJoiner(c.tempDir, sel.Manager); err != nil {
+			return "", err
+		}
+		defer join.close()
+	}
 	if initial {
 		props := append([]string(nil), sel.Properties...)
 		if len(sel.Manager) > 0 {
+			for _, m := range sel.Manager { // every user may be a manager
+				if !slices.Contains(props, m) {
+					props = append(props, m)
+				}
+			}
 			props = append(props, "manager")
 		}
 		rctx, cancel := c.bounded(ctx)
@@ -182,6 +202,20 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		batch := make([]profile.User, 0, len(resp.GetValue()))
 		for _, u := range resp.GetValue() {
 			pu, managerID, managerKnown := convertUser(u)
+			if join != nil && !pu.Removed {
+				if err := join.candidate(pu); err != nil {
+					return "", fmt.Errorf("spilling users: %w", err)
+				}
+				if managerID != "" {
+					if err := join.wait(pu, managerID); err != nil {
+						return "", fmt.Errorf("spilling users: %w", err)
+					}
+					continue
+				}
+				pu.Props["manager"] = nil
+				batch = append(batch, pu)
+				continue
+			}
 			if len(sel.Manager) > 0 && !pu.Removed {
 				switch {
 				case managerID != "":
@@ -192,7 +226,7 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 			}
 			batch = append(batch, pu)
 		}
-		if len(sel.Manager) > 0 {
+		if len(sel.Manager) > 0 && join == nil {
 			if err := mgr.resolve(ctx, batch); err != nil {
 				return "", err
 			}
@@ -202,7 +236,7 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 				return "", err
 			}
 		}
-		count += len(batch)
+		count += len(resp.GetValue())
 		if pages%10 == 0 {
 			c.log.Info("reading users from Graph", "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())
 		}
@@ -215,6 +249,11 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		dl := resp.GetOdataDeltaLink()
 		if dl == nil || *dl == "" {
 			return "", errors.New("graph delta round ended without @odata.deltaLink")
+		}
+		if join != nil {
+			if err := join.finish(ctx, mgr, fn); err != nil {
+				return "", err
+			}
 		}
 		c.log.Info("Graph delta round done", "initial", initial, "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())
 		return *dl, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -261,5 +262,58 @@ func TestLookupAndFilterAgainstTheSimulator(t *testing.T) {
 	err = c.List(context.Background(), testSel, "jobTitle eq 'unterminated", func(profile.User) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "400") {
 		t.Errorf("bad filter: %v", err)
+	}
+}
+
+func TestInitialRoundJoinsManagersOnDisk(t *testing.T) {
+	defer func(n int) { joinBucket = n }(joinBucket)
+	joinBucket = 7 // many buckets even for a small tenant
+	sim, c := newSimClient(t, 200, 50)
+	users := sim.Directory.Users()
+	// A manager who left (soft-deleted): their reports point at someone who is
+	// not among the round's users, so the join falls back to a lookup.
+	gone := users[3]
+	if err := sim.Directory.Delete(gone.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	users = sim.Directory.Users()
+	byID := map[string]directory.User{}
+	for _, u := range users {
+		byID[u.ID] = u
+	}
+	c.tempDir = t.TempDir()
+	got, link := collect(t, c, "")
+	if link == "" {
+		t.Fatal("no delta link")
+	}
+	active := 0
+	for _, du := range users {
+		if du.Deleted {
+			continue
+		}
+		active++
+		u, ok := got[du.ID]
+		if !ok {
+			t.Fatalf("user %s missing from the round", du.ID)
+		}
+		m, _ := u.Props["manager"].(map[string]any)
+		switch {
+		case du.ManagerID == "":
+			if u.Props["manager"] != nil {
+				t.Errorf("%s has no manager, got %v", du.ID, u.Props["manager"])
+			}
+		case byID[du.ManagerID].Deleted:
+			if m != nil && m["mail"] != byID[du.ManagerID].Props["mail"] {
+				t.Errorf("%s: departed manager resolved to %v", du.ID, m)
+			}
+		case m == nil || m["mail"] != byID[du.ManagerID].Props["mail"] || m["id"] != du.ManagerID:
+			t.Errorf("%s: manager %v, want %s / %v", du.ID, u.Props["manager"], du.ManagerID, byID[du.ManagerID].Props["mail"])
+		}
+	}
+	if len(got) < active {
+		t.Errorf("%d users handed on, %d active", len(got), active)
+	}
+	if left, _ := os.ReadDir(c.tempDir); len(left) != 0 {
+		t.Errorf("spill files left behind: %d", len(left))
 	}
 }
