@@ -195,7 +195,21 @@ func (j *joiner) finish(ctx context.Context, r *managerResolver, fn func(profile
 		if err != nil {
 			return fmt.Errorf("reading spilled managers: %w", err)
 		}
+		// Users whose manager is not among the round's users (rare) wait here
+		// and are looked up together.
 		var missing []profile.User
+		flush := func() error {
+			if err := r.resolve(ctx, missing); err != nil {
+				return err
+			}
+			for _, u := range missing {
+				if err := fn(u); err != nil {
+					return err
+				}
+			}
+			missing = missing[:0]
+			return nil
+		}
 		err = userParts[i].each(func(line []byte) error {
 			var su spilledUser
 			if err := json.Unmarshal(line, &su); err != nil {
@@ -204,35 +218,18 @@ func (j *joiner) finish(ctx context.Context, r *managerResolver, fn func(profile
 			if su.User.Props == nil {
 				su.User.Props = map[string]any{}
 			}
-			m, ok := managers[su.Manager]
-			if !ok {
-				su.User.Props["manager"] = managerRef(su.Manager)
-				missing = append(missing, su.User)
-				if len(missing) < batchSize*5 {
-					return nil
-				}
-				if err := r.resolve(ctx, missing); err != nil {
-					return err
-				}
-				for _, u := range missing {
-					if err := fn(u); err != nil {
-						return err
-					}
-				}
-				missing = missing[:0]
-				return nil
+			if m, ok := managers[su.Manager]; ok {
+				su.User.Props["manager"] = m
+				return fn(su.User)
 			}
-			su.User.Props["manager"] = m
-			return fn(su.User)
+			su.User.Props["manager"] = managerRef(su.Manager)
+			if missing = append(missing, su.User); len(missing) >= batchSize*5 {
+				return flush()
+			}
+			return nil
 		})
-		if err == nil && len(missing) > 0 {
-			if err = r.resolve(ctx, missing); err == nil {
-				for _, u := range missing {
-					if err = fn(u); err != nil {
-						break
-					}
-				}
-			}
+		if err == nil {
+			err = flush()
 		}
 		if err != nil {
 			return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 )
@@ -46,16 +45,7 @@ func TestHousekeepingDeletesOnlyWhatIsDue(t *testing.T) {
 	// A pending job's file is not even known to housekeeping: it has no record.
 	files.exist["https://t/pending.json"] = true
 
-	h := &Housekeeper{Blobs: blobs, List: listerFunc(func(p string) []string {
-		var out []string
-		for k := range blobs.data {
-			if strings.HasPrefix(k, p) {
-				out = append(out, k)
-			}
-		}
-		slices.Sort(out)
-		return out
-	}), Files: files, After: 30 * 24 * time.Hour, Now: func() time.Time { return now }}
+	h := &Housekeeper{Blobs: blobs, List: blobs.lister(), Files: files, After: 30 * 24 * time.Hour, Now: func() time.Time { return now }}
 
 	n, err := h.Sweep(context.Background())
 	if err != nil {

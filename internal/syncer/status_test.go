@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -297,15 +298,7 @@ func TestSyncWaitsForUnfinishedImport(t *testing.T) {
 	f := newFixture(t)
 	jobs := &fakeJobs{states: map[string][]profile.Job{}, calls: map[string]int{}}
 	f.eng.Jobs = jobs
-	f.eng.Pending = listerFunc(func(prefix string) []string {
-		var out []string
-		for k := range f.blobs.data {
-			if strings.HasPrefix(k, prefix) {
-				out = append(out, k)
-			}
-		}
-		return out
-	})
+	f.eng.Pending = f.blobs.lister()
 	ctx := context.Background()
 	run, err := f.eng.Sync(ctx, Options{})
 	if err != nil {
@@ -344,15 +337,7 @@ func (l listerFunc) List(_ context.Context, prefix string) ([]string, error) { r
 
 func TestRecoverPollsReschedulesOnlyLostFirstPolls(t *testing.T) {
 	f := newFixture(t)
-	f.eng.Pending = listerFunc(func(prefix string) []string {
-		var out []string
-		for k := range f.blobs.data {
-			if strings.HasPrefix(k, prefix) {
-				out = append(out, k)
-			}
-		}
-		return out
-	})
+	f.eng.Pending = f.blobs.lister()
 	ctx := context.Background()
 	run, err := f.eng.Sync(ctx, Options{})
 	if err != nil {
@@ -382,4 +367,20 @@ func TestRecoverPollsReschedulesOnlyLostFirstPolls(t *testing.T) {
 	if n, _ := f.eng.RecoverPolls(ctx); n != 0 {
 		t.Errorf("recovered again: %d", n)
 	}
+}
+
+// lister lists the names in b under a prefix, sorted.
+func (b *memBlobs) lister() Lister {
+	return listerFunc(func(prefix string) []string {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		var out []string
+		for k := range b.data {
+			if strings.HasPrefix(k, prefix) {
+				out = append(out, k)
+			}
+		}
+		slices.Sort(out)
+		return out
+	})
 }

@@ -300,7 +300,7 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 }
 
 func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Options) error {
-	m, _, etag, link, err := e.prepare(ctx, run, opts)
+	m, etag, link, err := e.prepare(ctx, run, opts)
 	if err != nil {
 		return err
 	}
@@ -452,17 +452,17 @@ func (e *Engine) checkPending(ctx context.Context) error {
 }
 
 // prepare picks the mapping and the mode of a run.
-func (e *Engine) prepare(ctx context.Context, run *Run, opts Options) (m *mapping.Mapping, st State, etag, link string, err error) {
+func (e *Engine) prepare(ctx context.Context, run *Run, opts Options) (m *mapping.Mapping, etag, link string, err error) {
 	m = opts.Mapping
 	if m == nil {
 		if m, err = e.LoadMapping(ctx); err != nil {
-			return nil, st, "", "", err
+			return nil, "", "", err
 		}
 	}
 	run.MappingHash = m.Hash()
-	st, etag, err = e.LoadState(ctx)
+	st, etag, err := e.LoadState(ctx)
 	if err != nil {
-		return nil, st, "", "", err
+		return nil, "", "", err
 	}
 	link = st.DeltaLink
 	switch {
@@ -482,9 +482,9 @@ func (e *Engine) prepare(ctx context.Context, run *Run, opts Options) (m *mappin
 		run.Mode = ModeDelta
 	}
 	if (len(opts.Users) > 0 || opts.Filter != "") && e.Lookup == nil {
-		return nil, st, "", "", errors.New("this engine cannot look users up (no UserLookup)")
+		return nil, "", "", errors.New("this engine cannot look users up (no UserLookup)")
 	}
-	return m, st, etag, link, nil
+	return m, etag, link, nil
 }
 
 // sink receives what a read produces: records to send, and skipped users.
