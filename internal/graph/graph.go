@@ -192,6 +192,15 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		cancel()
 	}
 	mgr := newManagerResolver(c, sel.Manager)
+	// Graph may send a user more than once in a round; each sighting gets
+	// the next sequence number, so the engine keeps the newest (see
+	// profile.User.Seq). A later sighting may leave out manager@delta (Graph
+	// sends it only when the manager changed, microsoft-graph-explorer-v4
+	// #4018): the manager an earlier sighting of this round reported still
+	// holds, so it is remembered for users whose manager changed (a handful
+	// per incremental round).
+	var seq uint64
+	changedManager := map[string]string{}
 	pages, count := 0, 0
 	start := time.Now()
 	for {
@@ -202,6 +211,15 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		batch := make([]profile.User, 0, len(resp.GetValue()))
 		for _, u := range resp.GetValue() {
 			pu, managerID, managerKnown := convertUser(u)
+			seq++
+			pu.Seq = seq
+			if !initial && len(sel.Manager) > 0 && !pu.Removed {
+				if managerKnown {
+					changedManager[pu.ID] = managerID
+				} else if id, ok := changedManager[pu.ID]; ok {
+					managerID, managerKnown = id, true
+				}
+			}
 			if join != nil && !pu.Removed {
 				if err := join.candidate(pu); err != nil {
 					return "", fmt.Errorf("spilling users: %w", err)

@@ -73,6 +73,12 @@ type Writer struct {
 	cur   File   // the file being written, when f != nil
 	rec   []byte // the record being encoded, reused
 	err   error  // sticky: set by a failed write or by Close/Abort
+
+	// One row per user (Put and Drop): the newest sighting wins; rows
+	// written before a newer sighting of their user are removed by Close.
+	latest     *Latest
+	rows       uint32              // rows written so far, across files
+	superseded map[uint32]struct{} // rows to remove: a newer sighting replaced them
 }
 
 var errClosed = errors.New("import file writer is closed")
@@ -87,7 +93,7 @@ func NewWriter(dir string, lim Limits) *Writer {
 	if lim.MaxBytes <= 0 {
 		lim.MaxBytes = DefaultMaxBytes
 	}
-	return &Writer{dir: dir, lim: lim}
+	return &Writer{dir: dir, lim: lim, latest: NewLatest(), superseded: map[uint32]struct{}{}}
 }
 
 // Write adds one user's record: the id under "IdName", then values in the
@@ -134,6 +140,7 @@ func (w *Writer) Write(id string, values []KV) error {
 	w.cur.Records++
 	w.cur.Properties += props
 	w.cur.Bytes += int64(len(sep)) + size
+	w.rows++
 	return nil
 }
 
@@ -180,6 +187,12 @@ func (w *Writer) Close() ([]File, error) {
 	}
 	if w.f != nil {
 		if err := w.finish(); err != nil {
+			return nil, err
+		}
+	}
+	if len(w.superseded) > 0 {
+		if err := w.compact(); err != nil {
+			w.err = err
 			return nil, err
 		}
 	}

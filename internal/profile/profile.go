@@ -25,6 +25,11 @@ type User struct {
 	ID      string
 	Removed bool // Graph reported the user as @removed (deleted or out of scope)
 	Props   map[string]any
+	// Seq orders the sightings of one read: Graph may hand the same user
+	// over more than once, and of two sightings the one with the higher Seq
+	// is the newer. 0 means "newer than every sighting before it", which is
+	// right for sources that hand users over in the order they read them.
+	Seq uint64
 }
 
 // IDType says which user attribute identifies a profile in the import file.

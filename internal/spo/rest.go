@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -154,9 +153,20 @@ func (c *Client) createFolder(ctx context.Context, serverRelative string) error 
 // sending each chunk straight from its offset without any copy; a failed
 // chunked upload is cancelled (best effort) before the error is returned.
 //
-// The URL is percent-encoded (…/Shared%20Documents/…): unlike PnP's raw form
-// it stays a valid URL whatever the names contain (#, %, non-ASCII), and
-// SharePoint accepts both forms as sourceUri.
+// The URL is the file's absolute URL exactly as SharePoint names it: the
+// site's origin followed by the ServerRelativeUrl of the upload's answer,
+// not percent-encoded (…/Shared Documents/…). It is what the bulk import
+// API receives as sourceUri, and every public caller passes that form: PnP
+// PowerShell's Sync-PnPSharePointUserProfilesFromAzureActiveDirectory and
+// New-PnPUPABulkImportJob (pnp/powershell
+// src/Commands/Utilities/SharePointUserProfileSync.cs: "https://host" +
+// ServerRelativeUrl), Microsoft's sample in SharePoint/sp-dev-docs
+// docs/solution-guidance/Bulk-user-profile-update-api-for-sharepoint-online.md,
+// and pnp/powershell#1602 and #2896. Nothing public shows that SharePoint
+// decodes a percent-encoded sourceUri; if it looks the path up literally, an
+// encoded one would end every job in DataFileNotExist. SharePoint reports
+// the same form back (a job's SourceUri and LogFolderUri), so URLs read back
+// compare equal to what was sent (see resolve).
 func (c *Client) Upload(ctx context.Context, name string, r io.Reader, size int64) (string, error) {
 	if err := checkName(name); err != nil {
 		return "", fmt.Errorf("uploading %q: %w", name, err)
@@ -183,7 +193,7 @@ func (c *Client) Upload(ctx context.Context, name string, r io.Reader, size int6
 	if sr == "" {
 		sr = c.FolderPath() + "/" + name
 	}
-	return c.origin + escapePath(sr), nil
+	return c.origin + sr, nil
 }
 
 // addFile sends Files/AddUsingPath with the given body (nil: empty file).
@@ -406,11 +416,11 @@ func (c *Client) Delete(ctx context.Context, serverRelativeURL string) error {
 }
 
 // resolve turns a server-relative path or an absolute URL on this site's
-// host into a decoded server-relative path. Server-relative paths are taken
-// as decoded, as SharePoint reports them. Absolute URLs are decoded unless
-// they contain a raw space: SharePoint's own URIs (LogFolderUri, SourceUri)
-// come unencoded, ours percent-encoded. URLs on other hosts are refused so
-// the site's token never leaves it.
+// host into a server-relative path. Both are taken literally, never
+// percent-decoded: SharePoint's own URIs (a job's SourceUri and
+// LogFolderUri, a file's ServerRelativeUrl) come unencoded, and so do the
+// URLs Upload returns (a '%' in them is a '%' of the name). URLs on other
+// hosts are refused so the site's token never leaves it.
 func (c *Client) resolve(s string) (string, error) {
 	var p string
 	switch {
@@ -419,15 +429,6 @@ func (c *Client) resolve(s string) (string, error) {
 	case len(s) >= len(c.origin) && strings.EqualFold(s[:len(c.origin)], c.origin) &&
 		(len(s) == len(c.origin) || s[len(c.origin)] == '/'):
 		p = s[len(c.origin):]
-		if !strings.Contains(p, " ") {
-			enc, _, _ := strings.Cut(p, "?")
-			enc, _, _ = strings.Cut(enc, "#")
-			dec, err := url.PathUnescape(enc)
-			if err != nil {
-				return "", fmt.Errorf("spo: bad URL %q: %w", s, err)
-			}
-			p = dec
-		}
 	default:
 		return "", fmt.Errorf("spo: %q is not a server-relative path or a URL on %s", s, c.origin)
 	}

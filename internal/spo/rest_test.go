@@ -101,7 +101,8 @@ func TestRESTPaths(t *testing.T) {
 			if r := srv.requests()[0]; r.URI != tc.wantURI {
 				t.Errorf("request path\n got %s\nwant %s", r.URI, tc.wantURI)
 			}
-			wantURL := srv.URL + escapePath(c.FolderPath()) + "/imp%20ort.json"
+			// The sourceUri form: origin + the path as SharePoint names it.
+			wantURL := srv.URL + c.FolderPath() + "/imp ort.json"
 			if u != wantURL {
 				t.Errorf("URL = %s, want %s", u, wantURL)
 			}
@@ -118,7 +119,7 @@ func TestUploadSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := srv.URL + "/sites/hr/Shared%20Documents/Profile%20Imports/import.json"; u != want {
+	if want := srv.URL + "/sites/hr/Shared Documents/Profile Imports/import.json"; u != want {
 		t.Errorf("URL = %s, want %s", u, want)
 	}
 	reqs := srv.requests()
@@ -252,7 +253,7 @@ func TestUploadChunked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := srv.URL + "/sites/hr/Shared%20Documents/Profile%20Imports/big.json"; u != want {
+	if want := srv.URL + "/sites/hr/Shared Documents/Profile Imports/big.json"; u != want {
 		t.Errorf("URL = %s, want %s", u, want)
 	}
 	if !bytes.Equal(cs.data.Bytes(), data) {
@@ -518,7 +519,10 @@ func TestResolve(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"/sites/hr/Shared Documents/a b.json", "/sites/hr/Shared Documents/a b.json"},
 		{"https://contoso.sharepoint.com/sites/hr/Shared Documents/a%20b.json", "/sites/hr/Shared Documents/a%20b.json"},
-		{"https://contoso.sharepoint.com/sites/hr/Shared%20Documents/a%23b.json", "/sites/hr/Shared Documents/a#b.json"},
+		// Never decoded: SharePoint names files with their raw characters,
+		// so "%23" is three characters of a name, not '#'.
+		{"https://contoso.sharepoint.com/sites/hr/Shared%20Documents/a%23b.json", "/sites/hr/Shared%20Documents/a%23b.json"},
+		{"https://contoso.sharepoint.com/sites/hr/Shared Documents/O'Neil #5/a.json", "/sites/hr/Shared Documents/O'Neil #5/a.json"},
 		{"HTTPS://Contoso.SharePoint.com/sites/hr/x/", "/sites/hr/x"},
 		{"https://evil.example.com/sites/hr/x", ""},
 		{"https://contoso.sharepoint.com.evil.example/x", ""},
@@ -549,13 +553,13 @@ func TestDownload(t *testing.T) {
 	})
 	c, _, _ := testClient(t, srv.URL, nil)
 	var buf bytes.Buffer
-	if err := c.Download(context.Background(), srv.URL+"/sites/hr/Shared%20Documents/upa/a%27b.log", &buf); err != nil {
+	if err := c.Download(context.Background(), srv.URL+"/sites/hr/Shared Documents/upa/a'b #1.log", &buf); err != nil {
 		t.Fatal(err)
 	}
 	if buf.String() != "log line\n" {
 		t.Errorf("downloaded %q", buf.String())
 	}
-	wantURI := "/sites/hr/_api/web/GetFileByServerRelativePath(decodedurl='/sites/hr/Shared%20Documents/upa/a''b.log')/$value"
+	wantURI := "/sites/hr/_api/web/GetFileByServerRelativePath(decodedurl='/sites/hr/Shared%20Documents/upa/a''b%20%231.log')/$value"
 	if r := srv.requests()[0]; r.URI != wantURI {
 		t.Errorf("path\n got %s\nwant %s", r.URI, wantURI)
 	}

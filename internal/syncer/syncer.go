@@ -29,6 +29,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -171,19 +172,22 @@ type State struct {
 
 // Run is the record of one run, stored as runs/<id>.json.
 type Run struct {
-	ID          string         `json:"runId"`
-	Trigger     string         `json:"trigger,omitempty"`
-	Mode        Mode           `json:"mode"`
-	Reason      string         `json:"reason,omitempty"` // why this mode
-	WhatIf      bool           `json:"whatIf,omitempty"`
-	Status      string         `json:"status"` // running, succeeded, failed
-	Error       string         `json:"error,omitempty"`
-	Started     time.Time      `json:"started"`
-	Finished    time.Time      `json:"finished,omitzero"`
-	DurationMS  int64          `json:"durationMs,omitempty"`
-	MappingHash string         `json:"mappingHash,omitempty"`
-	Read        int            `json:"usersRead"`
-	Sent        int            `json:"usersSent"`
+	ID          string    `json:"runId"`
+	Trigger     string    `json:"trigger,omitempty"`
+	Mode        Mode      `json:"mode"`
+	Reason      string    `json:"reason,omitempty"` // why this mode
+	WhatIf      bool      `json:"whatIf,omitempty"`
+	Status      string    `json:"status"` // running, succeeded, failed
+	Error       string    `json:"error,omitempty"`
+	Started     time.Time `json:"started"`
+	Finished    time.Time `json:"finished,omitzero"`
+	DurationMS  int64     `json:"durationMs,omitempty"`
+	MappingHash string    `json:"mappingHash,omitempty"`
+	Read        int       `json:"usersRead"`
+	Sent        int       `json:"usersSent"`
+	// Repeated counts sightings of users Graph had already handed over in
+	// this run; each user is still sent (or skipped) once, as last seen.
+	Repeated    int            `json:"usersRepeated,omitempty"`
 	Skipped     map[string]int `json:"usersSkipped,omitempty"` // by reason: deleted, guest, disabled, no-id
 	Files       []FileRecord   `json:"files,omitempty"`
 	JobIDs      []string       `json:"jobIds,omitempty"`
@@ -526,18 +530,32 @@ func (e *Engine) collect(ctx context.Context, m *mapping.Mapping, run *Run, opts
 
 // read runs one read into import files.
 func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping, run *Run, opts Options, link string) ([]importfile.File, string, error) {
+	// One row per user across the files of a run, with the values of its
+	// newest sighting: SharePoint refuses a file holding two rows of one
+	// user, and Graph may repeat users (see importfile.Latest).
 	w := importfile.NewWriter(e.TempDir, e.Limits)
 	kvs := make([]importfile.KV, 0, len(m.Properties))
-	next, err := e.collect(ctx, m, run, opts, link, sink{record: func(_ profile.User, rec mapping.Record) error {
-		kvs = kvs[:0]
-		for _, kv := range rec.Values {
-			kvs = append(kvs, importfile.KV{Name: kv.Name, Value: kv.Value})
-		}
-		if err := w.Write(rec.ID, kvs); err != nil {
-			return fmt.Errorf("writing the import file: %w", err)
-		}
-		return nil
-	}})
+	anonymous := 0
+	next, err := e.collect(ctx, m, run, opts, link, sink{
+		record: func(u profile.User, rec mapping.Record) error {
+			kvs = kvs[:0]
+			for _, kv := range rec.Values {
+				kvs = append(kvs, importfile.KV{Name: kv.Name, Value: kv.Value})
+			}
+			if err := w.Put(importfile.Appearance{Key: u.ID, Seq: u.Seq, ID: rec.ID, Values: kvs}); err != nil {
+				return fmt.Errorf("writing the import file: %w", err)
+			}
+			return nil
+		},
+		skip: func(u profile.User, reason mapping.SkipReason) {
+			key := u.ID
+			if key == "" { // cannot be told apart: counted each time
+				anonymous++
+				key = "\x00" + strconv.Itoa(anonymous)
+			}
+			w.Drop(key, u.Seq, skipTag(reason))
+		},
+	})
 	if err != nil {
 		w.Abort()
 		return nil, "", fmt.Errorf("reading users from Graph: %w", err)
@@ -547,8 +565,36 @@ func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping,
 		w.Abort()
 		return nil, "", fmt.Errorf("finishing the import files: %w", err)
 	}
-	log.Info("users read", "read", run.Read, "sent", run.Sent, "skipped", run.Skipped, "unknown", run.Unknown, "files", len(files))
+	countUsers(run, w.Stats())
+	log.Info("users read", "read", run.Read, "sent", run.Sent, "repeated", run.Repeated, "skipped", run.Skipped, "unknown", run.Unknown, "files", len(files))
 	return files, next, nil
+}
+
+// skipReasons numbers the skip reasons for importfile.Latest's tags.
+var skipReasons = []mapping.SkipReason{"", mapping.SkipDeleted, mapping.SkipGuest, mapping.SkipDisabled, mapping.SkipNoID}
+
+func skipTag(r mapping.SkipReason) uint8 {
+	for i, s := range skipReasons {
+		if s == r {
+			return uint8(i)
+		}
+	}
+	return 0
+}
+
+// countUsers sets a run's counts from the users' newest sightings: a user
+// Graph handed over twice is sent (or skipped) once.
+func countUsers(run *Run, st importfile.Stats) {
+	run.Sent, run.Repeated = st.Rows, st.Repeats
+	skipped := map[string]int{}
+	for tag, n := range st.Dropped {
+		name := "other"
+		if int(tag) < len(skipReasons) && tag > 0 {
+			name = string(skipReasons[tag])
+		}
+		skipped[name] += n
+	}
+	run.Skipped = skipped
 }
 
 func (e *Engine) upload(ctx context.Context, f importfile.File, name string) (string, error) {

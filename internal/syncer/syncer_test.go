@@ -539,3 +539,67 @@ func TestInterruptedRunIsClosedByTheNext(t *testing.T) {
 		t.Errorf("this run %+v", mine)
 	}
 }
+
+// TestRepeatedUsersAreSentOnce: Graph may hand a user over more than once
+// in a round (and a join or parallel reads may hand them over out of
+// order); each user is sent once with its newest sighting, and a user whose
+// newest sighting is a skip is not sent at all.
+func TestRepeatedUsersAreSentOnce(t *testing.T) {
+	f := newFixture(t)
+	cc := "extension_4f1e9c2ab5d34c5e8c1f2a3b4c5d6e7f_costCenter"
+	seen := func(id string, seq uint64, cost string) profile.User {
+		u := user(id, map[string]any{cc: cost, "manager": nil})
+		u.Seq = seq
+		return u
+	}
+	disabled := seen("u3", 6, "x")
+	disabled.Props["accountEnabled"] = false
+	f.src.rounds[""] = []profile.User{
+		seen("u1", 1, "old"), seen("u2", 2, "two"), seen("u3", 3, "three"),
+		seen("u1", 5, "new"),   // newer sighting of u1
+		seen("u2", 4, "late"),  // newer than u2's first (4 > 2)
+		seen("u2", 3, "stale"), // older than the one before: ignored
+		disabled,               // u3's newest sighting: disabled
+		seen("u4", 7, "four"), seen("u4", 8, "four"),
+	}
+	run, err := f.eng.Sync(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []map[string]string
+	for _, up := range f.tgt.uploads {
+		recs = append(recs, records(t, up.data)...)
+	}
+	got := map[string]string{}
+	for _, r := range recs {
+		if _, dup := got[r["IdName"]]; dup {
+			t.Errorf("user %s has two rows", r["IdName"])
+		}
+		got[r["IdName"]] = r["CostCenter"]
+	}
+	want := map[string]string{"u1": "new", "u2": "late", "u4": "four"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rows %v, want %v", got, want)
+	}
+	if run.Read != 9 || run.Sent != 3 || run.Repeated != 5 || run.Skipped["disabled"] != 1 || len(run.Skipped) != 1 {
+		t.Errorf("read %d sent %d repeated %d skipped %v; want 9, 3, 5, disabled 1", run.Read, run.Sent, run.Repeated, run.Skipped)
+	}
+	if run.Files[0].Records != 3 {
+		t.Errorf("file record says %d records, want 3", run.Files[0].Records)
+	}
+
+	// The dry run counts and lists the same way.
+	f.blobs.data = map[string][]byte{MappingBlob: []byte(goodMapping)}
+	plan, err := f.eng.Plan(context.Background(), Options{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Sent != 3 || len(plan.Users) != 3 || plan.Skipped["disabled"] != 1 || len(plan.SkippedUsers) != 1 {
+		t.Errorf("plan sent %d listed %d skipped %v listed %v; want 3, 3, disabled 1", plan.Sent, len(plan.Users), plan.Skipped, plan.SkippedUsers)
+	}
+	for _, u := range plan.Users {
+		if u.Values["CostCenter"] != want[u.ID] {
+			t.Errorf("plan lists %s with %q, want %q", u.ID, u.Values["CostCenter"], want[u.ID])
+		}
+	}
+}
