@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"net/http/httptest"
 	"sort"
 	"strings"
@@ -241,7 +242,7 @@ func TestAPISync(t *testing.T) {
 	if run.Mode != syncer.ModeUsers || run.Read != 2 || len(run.Unknown) != 1 || run.Unknown[0] != "ghost@contoso.com" || run.DeltaSaved {
 		t.Errorf("users run %+v", run)
 	}
-	if st := s.state(); st != base {
+	if st := s.state(); !reflect.DeepEqual(st, base) {
 		t.Errorf("a users run moved the state: %+v -> %+v", base, st)
 	}
 	if p, _ := s.sim.SPO.Profile(member.ID); p["HomePhone"] != "+1 999" {

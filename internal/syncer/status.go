@@ -54,6 +54,12 @@ type PollState struct {
 	FirstPoll time.Time `json:"firstPoll,omitzero"`
 	LastPoll  time.Time `json:"lastPoll,omitzero"`
 	LastState string    `json:"lastState,omitempty"`
+	// What the job imports, so that a job that fails for a reason that may
+	// pass can be queued again with the same file.
+	SourceURI   string            `json:"sourceUri,omitempty"`
+	IDType      string            `json:"idType,omitempty"`
+	PropertyMap map[string]string `json:"propertyMap,omitempty"`
+	Requeues    int               `json:"requeues,omitempty"` // how many earlier jobs imported this file
 }
 
 // JobRecord is jobs/<jobId>.json: how an import job ended.
@@ -75,7 +81,12 @@ type JobRecord struct {
 	Results      []UserResult   `json:"results,omitempty"`
 	Truncated    bool           `json:"resultsTruncated,omitempty"`
 	LogError     string         `json:"logError,omitempty"` // the log folder could not be read
-	Cleaned      time.Time      `json:"cleaned,omitzero"`   // import file and log folder deleted (housekeeping)
+	// Resent says what profilesync did so that no change is lost when the
+	// job did not import everything: "requeued as <job>", "<n> user(s)
+	// carried into the next run", "next run is full: …", or why nothing.
+	Resent     string    `json:"resent,omitempty"`
+	RequeuedAs string    `json:"requeuedAs,omitempty"`
+	Cleaned    time.Time `json:"cleaned,omitzero"` // import file and log folder deleted (housekeeping)
 }
 
 // UserResult is one line of a job's log: `<code>\t<identity>\t<message>`.
@@ -91,6 +102,12 @@ type JobLink struct {
 	State  string `json:"state"`
 	Error  string `json:"error,omitempty"`
 	Record string `json:"record"`
+	Resent string `json:"resent,omitempty"`
+}
+
+// Requeuer queues an import job (satisfied by Target).
+type Requeuer interface {
+	QueueImport(ctx context.Context, idType profile.IDType, idProperty string, propertyMap map[string]string, sourceURI string) (jobID string, err error)
 }
 
 // ErrDrop marks a status message that can never succeed: it is logged and
@@ -103,6 +120,10 @@ type Poller struct {
 	Logs      LogReader
 	Blobs     Blobs
 	Scheduler Scheduler
+	// Requeue queues a failed job's file again (Target's QueueImport). When
+	// nil, or after MaxRequeues, a failed job makes the next run full.
+	Requeue     Requeuer
+	MaxRequeues int // default 3
 	// Backoff are the delays between polls: Backoff[0] precedes the first
 	// poll (the sync schedules it), Backoff[n] the (n+1)th; the last repeats.
 	Backoff []time.Duration
@@ -283,6 +304,11 @@ func (p *Poller) record(ctx context.Context, log *slog.Logger, job profile.Job, 
 			rec.LogError = "the log folder does not exist: " + job.LogFolderURI
 		}
 	}
+	if job.State != profile.Succeeded {
+		if err := p.resend(ctx, log, rec, ps); err != nil {
+			return nil, err
+		}
+	}
 	data, _ := json.MarshalIndent(rec, "", "  ")
 	if _, err := p.Blobs.Create(ctx, JobsPrefix+rec.JobID+".json", data); err != nil && !errors.Is(err, profile.ErrStale) {
 		return nil, fmt.Errorf("writing the job record: %w", err)
@@ -317,7 +343,7 @@ func (p *Poller) linkRun(ctx context.Context, rec *JobRecord) error {
 		if err := json.Unmarshal(data, &run); err != nil {
 			return nil // not ours to repair
 		}
-		link := JobLink{JobID: rec.JobID, State: rec.State, Record: JobsPrefix + rec.JobID + ".json"}
+		link := JobLink{JobID: rec.JobID, State: rec.State, Record: JobsPrefix + rec.JobID + ".json", Resent: rec.Resent}
 		if rec.ErrorCode != 0 {
 			link.Error = rec.ErrorName
 		}

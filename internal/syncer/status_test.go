@@ -384,3 +384,143 @@ func (b *memBlobs) lister() Lister {
 		return out
 	})
 }
+
+type fakeRequeue struct {
+	calls []string // source URIs
+	maps  []map[string]string
+	err   error
+}
+
+func (f *fakeRequeue) QueueImport(_ context.Context, idType profile.IDType, idProp string, pm map[string]string, src string) (string, error) {
+	if f.err != nil {
+		return "", f.err
+	}
+	f.calls = append(f.calls, src)
+	f.maps = append(f.maps, pm)
+	return fmt.Sprintf("requeued-%d", len(f.calls)), nil
+}
+
+func (f *pollFixture) stateDoc(t *testing.T) State {
+	t.Helper()
+	var st State
+	if data, ok := f.blobs.data[StateBlob]; ok {
+		if err := json.Unmarshal(data, &st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+// TestFailedJobsAreResent: no failure of an import loses a change.
+func TestFailedJobsAreResent(t *testing.T) {
+	withSource := func(f *pollFixture, job string, requeues int) {
+		ps, _ := json.Marshal(PollState{JobID: job, RunID: "run1", QueuedAt: f.clock, Attempt: 1, Requeues: requeues,
+			SourceURI: "https://t/sites/s/Shared Documents/f.json", IDType: "CloudId", PropertyMap: map[string]string{"A": "A"}})
+		f.blobs.put(PollsPrefix+job+".json", ps)
+	}
+	t.Run("InternalError: the same file is queued again and followed", func(t *testing.T) {
+		const id = "ie"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.InternalError})
+		rq := &fakeRequeue{}
+		f.p.Requeue = rq
+		withSource(f, id, 0)
+		f.deliver(t, PollMessage{JobID: id, RunID: "run1", Attempt: 1})
+		rec := f.record(t, id)
+		if len(rq.calls) != 1 || rq.calls[0] != "https://t/sites/s/Shared Documents/f.json" || rq.maps[0]["A"] != "A" {
+			t.Fatalf("requeue calls %v %v", rq.calls, rq.maps)
+		}
+		if rec.RequeuedAs != "requeued-1" || !strings.Contains(rec.Resent, "requeued as job requeued-1") {
+			t.Errorf("record says %q / %q", rec.RequeuedAs, rec.Resent)
+		}
+		var nps PollState
+		if err := json.Unmarshal(f.blobs.data[PollsPrefix+"requeued-1.json"], &nps); err != nil || nps.Requeues != 1 || !nps.Scheduled || nps.SourceURI == "" {
+			t.Errorf("new job's poll state %+v (%v)", nps, err)
+		}
+		if m := f.lastMsg(t); m.JobID != "requeued-1" || m.RunID != "run1" {
+			t.Errorf("first poll of the new job: %+v", m)
+		}
+		var run Run
+		json.Unmarshal(f.blobs.data[RunsPrefix+"run1.json"], &run)
+		if len(run.JobResults) != 1 || !strings.Contains(run.JobResults[0].Resent, "requeued-1") {
+			t.Errorf("run record does not say what was re-sent: %+v", run.JobResults)
+		}
+		if st := f.stateDoc(t); st.FullSync != "" {
+			t.Errorf("a requeue also made the next run full: %+v", st)
+		}
+	})
+	t.Run("requeues exhausted: next run is full", func(t *testing.T) {
+		const id = "ie3"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.DataFileNotExist})
+		f.p.Requeue = &fakeRequeue{}
+		withSource(f, id, 3)
+		f.deliver(t, PollMessage{JobID: id, RunID: "run1", Attempt: 1})
+		if st := f.stateDoc(t); !strings.Contains(st.FullSync, "DataFileNotExist") {
+			t.Errorf("state %+v, want the next run full", st)
+		}
+		if rec := f.record(t, id); !strings.HasPrefix(rec.Resent, "next run is full") {
+			t.Errorf("record says %q", rec.Resent)
+		}
+	})
+	t.Run("a refused file: next run is full, state kept otherwise", func(t *testing.T) {
+		const id = "bad"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.InvalidDataFile})
+		f.p.Requeue = &fakeRequeue{}
+		withSource(f, id, 0)
+		f.blobs.put(StateBlob, []byte(`{"deltaLink":"https://g/next","mappingHash":"h"}`))
+		f.deliver(t, PollMessage{JobID: id, RunID: "run1", Attempt: 1})
+		st := f.stateDoc(t)
+		if st.FullSync == "" || st.DeltaLink != "https://g/next" || st.MappingHash != "h" {
+			t.Errorf("state %+v", st)
+		}
+	})
+	t.Run("timed out: queued again", func(t *testing.T) {
+		const id = "slow"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Processing})
+		rq := &fakeRequeue{}
+		f.p.Requeue = rq
+		withSource(f, id, 0)
+		f.clock = f.clock.Add(2 * time.Hour)
+		f.deliver(t, PollMessage{JobID: id, RunID: "run1", Attempt: 1})
+		if len(rq.calls) != 1 || f.record(t, id).RequeuedAs == "" {
+			t.Errorf("timed-out job not queued again: %v", rq.calls)
+		}
+	})
+	t.Run("users with errors are carried, counted, and given up on", func(t *testing.T) {
+		const id = "b"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.ImportCompleteWithError, LogFolderURI: "https://t/sites/s/Shared Documents/" + id})
+		withSource(f, id, 0)
+		// run1 had already sent u2 again three times.
+		run, _ := json.Marshal(Run{ID: "run1", Status: StatusSucceeded, JobIDs: []string{id}, Resent: []ResendUser{{ID: "u2", Tries: 3}}})
+		f.blobs.put(RunsPrefix+"run1.json", run)
+		f.deliver(t, PollMessage{JobID: id, RunID: "run1", Attempt: 1})
+		st := f.stateDoc(t)
+		if len(st.Resend) != 1 || st.Resend[0].ID != "ghost@contoso.com" || st.FullSync != "" {
+			t.Errorf("state %+v, want ghost carried and u2 given up", st)
+		}
+		if rec := f.record(t, id); !strings.Contains(rec.Resent, "1 user(s) carried") || !strings.Contains(rec.Resent, "u2") {
+			t.Errorf("record says %q", rec.Resent)
+		}
+	})
+	t.Run("e-mail identities cannot be read again: next run is full", func(t *testing.T) {
+		const id = "b"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.ImportCompleteWithError, LogFolderURI: "https://t/sites/s/Shared Documents/" + id})
+		ps, _ := json.Marshal(PollState{JobID: id, RunID: "run1", QueuedAt: f.clock, Attempt: 1, IDType: "Email"})
+		f.blobs.put(PollsPrefix+id+".json", ps)
+		f.deliver(t, PollMessage{JobID: id, RunID: "run1", Attempt: 1})
+		if st := f.stateDoc(t); st.FullSync == "" || len(st.Resend) != 0 {
+			t.Errorf("state %+v", st)
+		}
+	})
+	t.Run("a failed requeue is retried by the host", func(t *testing.T) {
+		const id = "ie"
+		f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.InternalError})
+		f.p.Requeue = &fakeRequeue{err: errors.New("503")}
+		withSource(f, id, 0)
+		if _, err := f.p.Poll(context.Background(), PollMessage{JobID: id, RunID: "run1", Attempt: 1}); err == nil {
+			t.Fatal("want an error so the message is delivered again")
+		}
+		if _, ok := f.blobs.data[JobsPrefix+id+".json"]; ok {
+			t.Error("job recorded although its re-send failed")
+		}
+	})
+}

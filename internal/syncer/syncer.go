@@ -105,8 +105,11 @@ type Engine struct {
 	// while an earlier import of ours has not finished.
 	Jobs    JobSource
 	Pending Lister
-	// Lookup serves runs limited to chosen users or a filter.
+	// Lookup serves runs limited to chosen users or a filter, and reads
+	// again the users an earlier import failed for.
 	Lookup UserLookup
+
+	resendList []ResendUser // State.Resend as prepare read it (one run at a time: the lock)
 }
 
 // ErrNoMapping: no mapping.json is stored yet.
@@ -168,6 +171,12 @@ type State struct {
 	MappingHash string    `json:"mappingHash,omitempty"`
 	LastRunID   string    `json:"lastRunId,omitempty"`
 	Updated     time.Time `json:"updated"`
+	// FullSync, when set, makes the next run full and says why: an import
+	// failed in a way that sending chosen users again cannot repair.
+	FullSync string `json:"fullSyncNeeded,omitempty"`
+	// Resend lists users an import failed for; the next delta run reads
+	// them again by id and sends them with the changed users.
+	Resend []ResendUser `json:"resendUsers,omitempty"`
 }
 
 // Run is the record of one run, stored as runs/<id>.json.
@@ -197,7 +206,10 @@ type Run struct {
 	Users       []string       `json:"users,omitempty"`        // the users asked for (mode users)
 	Unknown     []string       `json:"unknownUsers,omitempty"` // asked for, but unknown to Graph
 	Filter      string         `json:"filter,omitempty"`
-	OneOffMap   bool           `json:"mappingForThisRun,omitempty"`
+	// Resent lists the users an earlier import failed for that this run
+	// read again and sent (with how many runs sent them again so far).
+	Resent    []ResendUser `json:"resentUsers,omitempty"`
+	OneOffMap bool         `json:"mappingForThisRun,omitempty"`
 }
 
 // FileRecord describes one import file of a run.
@@ -308,6 +320,10 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 	if err != nil {
 		return err
 	}
+	var resend []ResendUser
+	if run.Mode == ModeDelta {
+		resend = e.resendList
+	}
 	if !opts.WhatIf && !opts.AllowOverlap {
 		if err := e.checkPending(ctx); err != nil {
 			return err
@@ -315,11 +331,11 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 	}
 	log.Info("sync starting", "mode", run.Mode, "reason", run.Reason, "trigger", run.Trigger, "whatIf", opts.WhatIf)
 
-	files, next, err := e.read(ctx, log, m, run, opts, link)
+	files, next, err := e.read(ctx, log, m, run, opts, link, resend)
 	if errors.Is(err, profile.ErrDeltaExpired) && link != "" {
 		log.Warn("the delta link is no longer valid; running a full sync", "err", err)
 		run.Mode, run.Reason, link = ModeFull, "delta link expired or reset by Graph", ""
-		files, next, err = e.read(ctx, log, m, run, opts, "")
+		files, next, err = e.read(ctx, log, m, run, opts, "", nil)
 	}
 	if err != nil {
 		return err
@@ -351,7 +367,8 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 			}
 			rec.JobID = id
 			run.JobIDs = append(run.JobIDs, id)
-			ps, _ := json.MarshalIndent(PollState{JobID: id, RunID: run.ID, QueuedAt: e.now(), Attempt: 1}, "", "  ")
+			ps, _ := json.MarshalIndent(PollState{JobID: id, RunID: run.ID, QueuedAt: e.now(), Attempt: 1,
+				SourceURI: url, IDType: m.IDType.String(), PropertyMap: m.PropertyMap()}, "", "  ")
 			if _, err := e.Blobs.Put(ctx, PollsPrefix+id+".json", ps, ""); err != nil {
 				run.Files = append(run.Files, rec)
 				return fmt.Errorf("recording job %s: %w", id, err)
@@ -482,9 +499,12 @@ func (e *Engine) prepare(ctx context.Context, run *Run, opts Options) (m *mappin
 		run.Mode, run.Reason = ModeFull, "no delta link yet (first run)"
 	case st.MappingHash != run.MappingHash:
 		run.Mode, run.Reason, link = ModeFull, "the mapping changed since the last sync", ""
+	case st.FullSync != "":
+		run.Mode, run.Reason, link = ModeFull, "an earlier import failed: "+st.FullSync, ""
 	default:
 		run.Mode = ModeDelta
 	}
+	e.resendList = st.Resend
 	if (len(opts.Users) > 0 || opts.Filter != "") && e.Lookup == nil {
 		return nil, "", "", errors.New("this engine cannot look users up (no UserLookup)")
 	}
@@ -529,14 +549,14 @@ func (e *Engine) collect(ctx context.Context, m *mapping.Mapping, run *Run, opts
 }
 
 // read runs one read into import files.
-func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping, run *Run, opts Options, link string) ([]importfile.File, string, error) {
+func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping, run *Run, opts Options, link string, resend []ResendUser) ([]importfile.File, string, error) {
 	// One row per user across the files of a run, with the values of its
 	// newest sighting: SharePoint refuses a file holding two rows of one
 	// user, and Graph may repeat users (see importfile.Latest).
 	w := importfile.NewWriter(e.TempDir, e.Limits)
 	kvs := make([]importfile.KV, 0, len(m.Properties))
 	anonymous := 0
-	next, err := e.collect(ctx, m, run, opts, link, sink{
+	s := sink{
 		record: func(u profile.User, rec mapping.Record) error {
 			kvs = kvs[:0]
 			for _, kv := range rec.Values {
@@ -555,7 +575,11 @@ func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping,
 			}
 			w.Drop(key, u.Seq, skipTag(reason))
 		},
-	})
+	}
+	next, err := e.collect(ctx, m, run, opts, link, s)
+	if err == nil && len(resend) > 0 {
+		err = e.readAgain(ctx, log, m, run, resend, s)
+	}
 	if err != nil {
 		w.Abort()
 		return nil, "", fmt.Errorf("reading users from Graph: %w", err)
@@ -568,6 +592,36 @@ func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping,
 	countUsers(run, w.Stats())
 	log.Info("users read", "read", run.Read, "sent", run.Sent, "repeated", run.Repeated, "skipped", run.Skipped, "unknown", run.Unknown, "files", len(files))
 	return files, next, nil
+}
+
+// readAgain reads the users an earlier import failed for (after the delta
+// round, so theirs are the newest sightings) into the same files.
+func (e *Engine) readAgain(ctx context.Context, log *slog.Logger, m *mapping.Mapping, run *Run, resend []ResendUser, s sink) error {
+	if e.Lookup == nil {
+		return errors.New("users wait to be sent again, but this engine cannot look users up (no UserLookup)")
+	}
+	ids := make([]string, len(resend))
+	for i, u := range resend {
+		ids[i] = u.ID
+	}
+	sel := profile.Selection{Properties: m.Select(), Manager: m.ManagerSelect()}
+	missing, err := e.Lookup.Lookup(ctx, sel, ids, func(u profile.User) error {
+		run.Read++
+		rec, skip := m.Apply(u)
+		if skip != "" {
+			s.skip(u, skip)
+			return nil
+		}
+		return s.record(u, rec)
+	})
+	if err != nil {
+		return fmt.Errorf("reading again the users an earlier import failed for: %w", err)
+	}
+	for _, u := range resend {
+		run.Resent = append(run.Resent, ResendUser{ID: u.ID, Tries: u.Tries + 1})
+	}
+	log.Info("users an earlier import failed for are sent again", "users", len(resend), "unknownNow", len(missing))
+	return nil
 }
 
 // skipReasons numbers the skip reasons for importfile.Latest's tags.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -383,7 +384,7 @@ func TestFailuresKeepTheDeltaLink(t *testing.T) {
 			if run == nil || run.Status != StatusFailed || run.DeltaSaved || len(run.Files) != tc.files {
 				t.Fatalf("run %+v", run)
 			}
-			if after := f.state(t); after != before {
+			if after := f.state(t); !reflect.DeepEqual(after, before) {
 				t.Errorf("state changed on failure: %+v -> %+v", before, after)
 			}
 			var stored Run
@@ -601,5 +602,79 @@ func TestRepeatedUsersAreSentOnce(t *testing.T) {
 		if u.Values["CostCenter"] != want[u.ID] {
 			t.Errorf("plan lists %s with %q, want %q", u.ID, u.Values["CostCenter"], want[u.ID])
 		}
+	}
+}
+
+// lookupByID serves Lookup from a fixed set of users.
+type lookupByID map[string]profile.User
+
+func (l lookupByID) Lookup(_ context.Context, _ profile.Selection, ids []string, fn func(profile.User) error) ([]string, error) {
+	var missing []string
+	for _, id := range ids {
+		u, ok := l[id]
+		if !ok {
+			missing = append(missing, id)
+			continue
+		}
+		if err := fn(u); err != nil {
+			return nil, err
+		}
+	}
+	return missing, nil
+}
+
+func (l lookupByID) List(context.Context, profile.Selection, string, func(profile.User) error) error {
+	return errors.New("not used")
+}
+
+// TestFailedImportsAreSentAgain: what the poller marked in state.json after
+// a failed import reaches the next run.
+func TestFailedImportsAreSentAgain(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.eng.Sync(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// The poller carried two users (one deleted since) into the next run.
+	f.eng.Lookup = lookupByID{"u1": user("u1", map[string]any{"manager": nil, "extension_4f1e9c2ab5d34c5e8c1f2a3b4c5d6e7f_costCenter": "again"})}
+	st := f.state(t)
+	st.Resend = []ResendUser{{ID: "u1", Tries: 1}, {ID: "gone"}}
+	data, _ := json.Marshal(st)
+	f.blobs.put(StateBlob, data)
+	run, err := f.eng.Sync(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Mode != ModeDelta || run.Sent != 2 { // u5 from the delta round, u1 carried
+		t.Fatalf("mode %s sent %d, want delta and 2", run.Mode, run.Sent)
+	}
+	recs := records(t, f.tgt.uploads[len(f.tgt.uploads)-1].data)
+	got := map[string]string{}
+	for _, r := range recs {
+		got[r["IdName"]] = r["CostCenter"]
+	}
+	if got["u1"] != "again" || len(got) != 2 {
+		t.Errorf("file %v, want u1 read again", got)
+	}
+	if len(run.Resent) != 2 || run.Resent[0].ID != "u1" || run.Resent[0].Tries != 2 {
+		t.Errorf("run record says resent %+v", run.Resent)
+	}
+	if after := f.state(t); len(after.Resend) != 0 {
+		t.Errorf("carried users still waiting after the run: %+v", after.Resend)
+	}
+
+	// A job failed in a way only a full run repairs.
+	st = f.state(t)
+	st.FullSync = "job x ended Error (InvalidDataFile)"
+	data, _ = json.Marshal(st)
+	f.blobs.put(StateBlob, data)
+	run, err = f.eng.Sync(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Mode != ModeFull || !strings.Contains(run.Reason, "InvalidDataFile") {
+		t.Errorf("mode %s reason %q, want full because of the failed import", run.Mode, run.Reason)
+	}
+	if after := f.state(t); after.FullSync != "" || !run.DeltaSaved {
+		t.Errorf("state after the full run %+v", after)
 	}
 }
