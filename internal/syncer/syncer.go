@@ -105,6 +105,9 @@ type Engine struct {
 	// while an earlier import of ours has not finished.
 	Jobs    JobSource
 	Pending Lister
+	// AllJobs finds, after a crash, the job a queue call created before the
+	// process could record it (optional).
+	AllJobs JobLister
 	// Lookup serves runs limited to chosen users or a filter, and reads
 	// again the users an earlier import failed for.
 	Lookup UserLookup
@@ -220,6 +223,9 @@ type FileRecord struct {
 	Properties int    `json:"properties"`
 	Bytes      int64  `json:"bytes"`
 	JobID      string `json:"jobId,omitempty"`
+	// Queueing is set while the queue call is under way: a record left
+	// with it set means the process died there.
+	Queueing bool `json:"queueing,omitempty"`
 }
 
 // PollMessage is the body of a status-poll queue message.
@@ -359,23 +365,31 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		}
 		rec.URL = url
 		log.Info("import file uploaded", "file", rec.Name, "records", rec.Records, "bytes", rec.Bytes, "url", url)
-		if !opts.WhatIf {
-			id, err := e.Target.QueueImport(ctx, m.IDType, profile.IDProperty, m.PropertyMap(), url)
-			if err != nil {
-				run.Files = append(run.Files, rec)
-				return fmt.Errorf("queueing the import of %s: %w", rec.Name, err)
+		if opts.WhatIf {
+			run.Files = append(run.Files, rec)
+			if err := e.putRun(ctx, run); err != nil {
+				return err
 			}
-			rec.JobID = id
-			run.JobIDs = append(run.JobIDs, id)
-			ps, _ := json.MarshalIndent(PollState{JobID: id, RunID: run.ID, QueuedAt: e.now(), Attempt: 1,
-				SourceURI: url, IDType: m.IDType.String(), PropertyMap: m.PropertyMap()}, "", "  ")
-			if _, err := e.Blobs.Put(ctx, PollsPrefix+id+".json", ps, ""); err != nil {
-				run.Files = append(run.Files, rec)
-				return fmt.Errorf("recording job %s: %w", id, err)
-			}
-			log.Info("import job queued", "job", id, "file", rec.Name)
+			continue
 		}
+		// The intent reaches storage before the queue call: if the process
+		// dies between SharePoint's answer and the next write, the next run
+		// finds the job by its source file (adoptJobs).
+		rec.Queueing = true
 		run.Files = append(run.Files, rec)
+		if err := e.putRun(ctx, run); err != nil {
+			return err
+		}
+		fr := &run.Files[len(run.Files)-1]
+		id, err := e.Target.QueueImport(ctx, m.IDType, profile.IDProperty, m.PropertyMap(), url)
+		if err != nil {
+			fr.Queueing = false
+			return fmt.Errorf("queueing the import of %s: %w", rec.Name, err)
+		}
+		if err := e.follow(ctx, run, fr, id, m); err != nil {
+			return err
+		}
+		log.Info("import job queued", "job", id, "file", rec.Name)
 		if err := e.putRun(ctx, run); err != nil { // job ids reach storage before anything else happens
 			return err
 		}
@@ -413,6 +427,72 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 	return nil
 }
 
+// follow records a queued job: in the file record, the run's job ids and
+// polls/<id>.json, the document that has the job followed to its end.
+func (e *Engine) follow(ctx context.Context, run *Run, fr *FileRecord, id string, m *mapping.Mapping) error {
+	fr.JobID, fr.Queueing = id, false
+	run.JobIDs = append(run.JobIDs, id)
+	ps, _ := json.MarshalIndent(PollState{JobID: id, RunID: run.ID, QueuedAt: e.now(), Attempt: 1,
+		SourceURI: fr.URL, IDType: m.IDType.String(), PropertyMap: m.PropertyMap()}, "", "  ")
+	if _, err := e.Blobs.Put(ctx, PollsPrefix+id+".json", ps, ""); err != nil {
+		return fmt.Errorf("recording job %s: %w", id, err)
+	}
+	return nil
+}
+
+// JobLister lists SharePoint's import jobs (GetImportProfilePropertyJobs).
+type JobLister interface {
+	Jobs(ctx context.Context) ([]profile.Job, error)
+}
+
+// adoptJobs finds the jobs of files an interrupted run was queueing when
+// it died (the queue call may have reached SharePoint) by their source
+// file, and has them followed like any other. A file SharePoint has no job
+// for was never queued; its users are sent again anyway, since the
+// interrupted run did not move the delta link.
+func (e *Engine) adoptJobs(ctx context.Context, log *slog.Logger, run *Run) bool {
+	var pending []int
+	for i, f := range run.Files {
+		if f.Queueing && f.JobID == "" {
+			pending = append(pending, i)
+		}
+	}
+	if len(pending) == 0 || e.AllJobs == nil {
+		return false
+	}
+	jobs, err := e.AllJobs.Jobs(ctx)
+	if err != nil {
+		log.Warn("listing SharePoint's import jobs to find those of an interrupted run", "run", run.ID, "err", err)
+		return false
+	}
+	changed := false
+	for _, i := range pending {
+		fr := &run.Files[i]
+		for _, j := range jobs {
+			// Both URLs are as SharePoint names the file (see spo.Upload).
+			if j.ID != "" && strings.EqualFold(j.SourceURI, fr.URL) {
+				fr.JobID = j.ID
+				run.JobIDs = append(run.JobIDs, j.ID)
+				ps := PollState{JobID: j.ID, RunID: run.ID, QueuedAt: run.Started, Attempt: 1, SourceURI: fr.URL}
+				data, _ := json.MarshalIndent(ps, "", "  ")
+				if _, err := e.Blobs.Create(ctx, PollsPrefix+j.ID+".json", data); err != nil && !errors.Is(err, profile.ErrStale) {
+					log.Warn("following the job of an interrupted run", "job", j.ID, "err", err)
+					continue
+				}
+				msg, _ := json.Marshal(PollMessage{JobID: j.ID, RunID: run.ID, QueuedAt: run.Started, Attempt: 1})
+				if err := e.Scheduler.Schedule(ctx, msg, e.FirstPoll); err == nil {
+					ps.Scheduled = true
+					e.markScheduled(ctx, ps)
+				} // else RecoverPolls schedules it later
+				log.Warn("found the job an interrupted run had queued; following it", "run", run.ID, "job", j.ID, "file", fr.URL)
+				changed = true
+			}
+		}
+		fr.Queueing = false
+	}
+	return changed
+}
+
 // closeInterrupted marks the record of a run that died mid-way (its process
 // was killed: the host's timeout, a crash, a scale-in) as failed, so that no
 // record says "running" forever. It is called while holding the lock.
@@ -433,6 +513,7 @@ func (e *Engine) closeInterrupted(ctx context.Context, log *slog.Logger) {
 	if json.Unmarshal(data, &run) != nil || run.Status != StatusRunning {
 		return
 	}
+	e.adoptJobs(ctx, log, &run)
 	run.Status = StatusFailed
 	run.Error = "interrupted: the process ended before the run finished (nothing after the last recorded step happened; the delta link was not moved unless deltaLinkSaved is true)"
 	run.Finished = e.now()

@@ -678,3 +678,50 @@ func TestFailedImportsAreSentAgain(t *testing.T) {
 		t.Errorf("state after the full run %+v", after)
 	}
 }
+
+type jobList []profile.Job
+
+func (l jobList) Jobs(context.Context) ([]profile.Job, error) { return l, nil }
+
+// TestJobOfAProcessKilledAtTheQueueCallIsFollowed: the process died after
+// SharePoint accepted a job and before its id was written; the next run
+// finds the job by its source file and has it followed.
+func TestJobOfAProcessKilledAtTheQueueCallIsFollowed(t *testing.T) {
+	f := newFixture(t)
+	const url = "https://t/sites/s/Shared Documents/Profile Imports/userprofilesyncdata-1.json"
+	dead := Run{ID: "20261128T180000.000Z-dead", Status: StatusRunning, Started: time.Date(2026, 11, 28, 18, 0, 0, 0, time.UTC),
+		Files: []FileRecord{{Name: "userprofilesyncdata-1.json", URL: url, Records: 3, Queueing: true}}}
+	data, _ := json.Marshal(dead)
+	f.blobs.put(RunsPrefix+dead.ID+".json", data)
+	f.blobs.put(CurrentBlob, []byte(`{"runId":"`+dead.ID+`"}`))
+	f.eng.AllJobs = jobList{
+		{ID: "other", SourceURI: "https://t/sites/s/Shared Documents/Profile Imports/someone-else.json"},
+		{ID: "lost-job", SourceURI: url, State: profile.Processing},
+	}
+	if _, err := f.eng.Sync(context.Background(), Options{AllowOverlap: true}); err != nil {
+		t.Fatal(err)
+	}
+	var got Run
+	if err := json.Unmarshal(f.blobs.data[RunsPrefix+dead.ID+".json"], &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != StatusFailed || len(got.JobIDs) != 1 || got.JobIDs[0] != "lost-job" || got.Files[0].JobID != "lost-job" || got.Files[0].Queueing {
+		t.Errorf("interrupted run record %+v", got)
+	}
+	var ps PollState
+	if err := json.Unmarshal(f.blobs.data[PollsPrefix+"lost-job.json"], &ps); err != nil || ps.RunID != dead.ID || !ps.Scheduled {
+		t.Errorf("lost job not followed: %+v (%v)", ps, err)
+	}
+	if _, ok := f.blobs.data[PollsPrefix+"other.json"]; ok {
+		t.Error("a job of another file was adopted")
+	}
+	found := false
+	for _, m := range f.sched.msgs {
+		var pm PollMessage
+		json.Unmarshal(m, &pm)
+		found = found || pm.JobID == "lost-job"
+	}
+	if !found {
+		t.Error("no status poll scheduled for the lost job")
+	}
+}
