@@ -54,6 +54,7 @@ type PollState struct {
 	FirstPoll time.Time `json:"firstPoll,omitzero"`
 	LastPoll  time.Time `json:"lastPoll,omitzero"`
 	LastState string    `json:"lastState,omitempty"`
+	Revived   time.Time `json:"revived,omitzero"` // RecoverPolls scheduled a poll for a chain that died
 	// What the job imports, so that a job that fails for a reason that may
 	// pass can be queued again with the same file.
 	SourceURI   string            `json:"sourceUri,omitempty"`

@@ -524,3 +524,61 @@ func TestFailedJobsAreResent(t *testing.T) {
 		}
 	})
 }
+
+// TestNothingBlocksTheSyncForever: a dead poll chain is revived, a job
+// too old or unreadable does not block later syncs.
+func TestNothingBlocksTheSyncForever(t *testing.T) {
+	f := newFixture(t)
+	f.eng.Pending = f.blobs.lister()
+	ctx := context.Background()
+	now := f.eng.Now()
+	// A job polled 3 hours ago for the 4th time whose next message died
+	// (poison queue), and one polled 10 minutes ago.
+	dead, _ := json.Marshal(PollState{JobID: "dead", RunID: "r0", QueuedAt: now.Add(-5 * time.Hour), Attempt: 5, Scheduled: true, LastPoll: now.Add(-3 * time.Hour)})
+	f.blobs.put(PollsPrefix+"dead.json", dead)
+	alive, _ := json.Marshal(PollState{JobID: "alive", RunID: "r1", QueuedAt: now.Add(-5 * time.Hour), Attempt: 5, Scheduled: true, LastPoll: now.Add(-10 * time.Minute)})
+	f.blobs.put(PollsPrefix+"alive.json", alive)
+	n, err := f.eng.RecoverPolls(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("revived %d (%v), want 1", n, err)
+	}
+	var m PollMessage
+	json.Unmarshal(f.sched.msgs[len(f.sched.msgs)-1], &m)
+	if m.JobID != "dead" || m.Attempt != 5 {
+		t.Errorf("revived poll %+v, want job dead at attempt 5", m)
+	}
+	if n, _ := f.eng.RecoverPolls(ctx); n != 0 {
+		t.Errorf("revived again at once: %d", n)
+	}
+	// The revived message is accepted by the poller (not taken for stale).
+	p := &Poller{Jobs: &fakeJobs{states: map[string][]profile.Job{"dead": {{ID: "dead", State: profile.Succeeded}}}, calls: map[string]int{}},
+		Blobs: f.blobs, Scheduler: f.sched, Now: f.eng.Now}
+	if out, err := p.Poll(ctx, m); err != nil || out.Recorded == nil {
+		t.Errorf("revived poll: %+v %v", out, err)
+	}
+
+	// Pending check: "alive" is stuck in Processing but 5 hours old with a
+	// 4-hour limit; "broken" cannot be read. Neither blocks the sync.
+	f.eng.PendingMaxAge = 4 * time.Hour
+	broken, _ := json.Marshal(PollState{JobID: "broken", QueuedAt: now, Attempt: 1})
+	f.blobs.put(PollsPrefix+"broken.json", broken)
+	f.eng.Jobs = jobsFunc(func(id string) (profile.Job, error) {
+		if id == "broken" {
+			return profile.Job{}, errors.New("csom: 500")
+		}
+		return profile.Job{ID: id, State: profile.Processing}, nil
+	})
+	if _, err := f.eng.Sync(ctx, Options{}); err != nil {
+		t.Fatalf("an old or unreadable job blocked the sync: %v", err)
+	}
+	// A young unfinished job still blocks.
+	young, _ := json.Marshal(PollState{JobID: "young", QueuedAt: f.eng.Now(), Attempt: 1})
+	f.blobs.put(PollsPrefix+"young.json", young)
+	if _, err := f.eng.Sync(ctx, Options{}); !errors.Is(err, ErrImportPending) || !strings.Contains(err.Error(), "young") {
+		t.Errorf("err = %v, want the young job to block", err)
+	}
+}
+
+type jobsFunc func(string) (profile.Job, error)
+
+func (f jobsFunc) Job(_ context.Context, id string) (profile.Job, error) { return f(id) }

@@ -105,6 +105,12 @@ type Engine struct {
 	// while an earlier import of ours has not finished.
 	Jobs    JobSource
 	Pending Lister
+	// PollRevive: a followed job not polled for this long is polled again
+	// by RecoverPolls (default 2h; set it above the longest poll backoff).
+	PollRevive time.Duration
+	// PendingMaxAge: an unfinished earlier job queued longer ago than this
+	// no longer keeps a run from queueing (default 48h).
+	PendingMaxAge time.Duration
 	// AllJobs finds, after a crash, the job a queue call created before the
 	// process could record it (optional).
 	AllJobs JobLister
@@ -248,6 +254,20 @@ func (e *Engine) now() time.Time {
 		return e.Now().UTC()
 	}
 	return time.Now().UTC()
+}
+
+func (e *Engine) pollRevive() time.Duration {
+	if e.PollRevive > 0 {
+		return e.PollRevive
+	}
+	return 2 * time.Hour
+}
+
+func (e *Engine) pendingMaxAge() time.Duration {
+	if e.PendingMaxAge > 0 {
+		return e.PendingMaxAge
+	}
+	return 48 * time.Hour
 }
 
 func (e *Engine) log() *slog.Logger {
@@ -536,12 +556,24 @@ func (e *Engine) checkPending(ctx context.Context) error {
 	var busy []string
 	for _, n := range names {
 		id := strings.TrimSuffix(strings.TrimPrefix(n, PollsPrefix), ".json")
+		// A job queued long ago (stuck in Processing, or followed by a poll
+		// chain that died) must not block every later sync.
+		if data, _, err := e.Blobs.Get(ctx, n); err == nil {
+			var ps PollState
+			if json.Unmarshal(data, &ps) == nil && !ps.QueuedAt.IsZero() && e.now().Sub(ps.QueuedAt) > e.pendingMaxAge() {
+				e.log().Warn("an earlier import job is unfinished but too old to wait for", "job", id, "queued", ps.QueuedAt, "maxAge", e.pendingMaxAge())
+				continue
+			}
+		}
 		job, err := e.Jobs.Job(ctx, id)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("checking earlier job %s: %w", id, err)
+			// One unreadable job does not block the sync; its poller
+			// follows it.
+			e.log().Warn("checking an earlier import job; not waiting for it", "job", id, "err", err)
+			continue
 		}
 		if !job.State.Done() {
 			busy = append(busy, id+" ("+job.State.String()+")")
@@ -827,10 +859,11 @@ func (e *Engine) markScheduled(ctx context.Context, ps PollState) {
 	}
 }
 
-// RecoverPolls schedules again the first status poll of jobs whose poll was
-// never scheduled (the process died, or the queue failed, right after the
-// job was queued), so that every job of ours is followed to its end. It
-// returns how many polls it scheduled.
+// RecoverPolls schedules again the status poll of every job nobody
+// follows any more: a first poll never scheduled (the process died, or the
+// queue failed, right after the job was queued), or a poll chain that died
+// later (no poll for PollRevive). Every job of ours is thus followed to its
+// end. It returns how many polls it scheduled.
 func (e *Engine) RecoverPolls(ctx context.Context) (int, error) {
 	if e.Pending == nil {
 		return 0, nil
@@ -849,14 +882,28 @@ func (e *Engine) RecoverPolls(ctx context.Context) (int, error) {
 			return n, err
 		}
 		var ps PollState
-		if json.Unmarshal(data, &ps) != nil || ps.Scheduled || ps.Attempt > 1 || e.now().Sub(ps.QueuedAt) < e.FirstPoll+10*time.Minute {
+		if json.Unmarshal(data, &ps) != nil {
 			continue
 		}
-		msg, _ := json.Marshal(PollMessage{JobID: ps.JobID, RunID: ps.RunID, QueuedAt: ps.QueuedAt, Attempt: ps.Attempt})
+		last := ps.QueuedAt
+		for _, t := range []time.Time{ps.LastPoll, ps.Revived} {
+			if t.After(last) {
+				last = t
+			}
+		}
+		neverSent := !ps.Scheduled && ps.Attempt <= 1 && e.now().Sub(ps.QueuedAt) >= e.FirstPoll+10*time.Minute
+		// A poll chain can also die later: its message dropped, or moved to
+		// the poison queue after failed deliveries. No poll for longer than
+		// the longest backoff (plus slack) means nobody follows the job.
+		chainDied := e.now().Sub(last) >= e.pollRevive()
+		if !neverSent && !chainDied {
+			continue
+		}
+		msg, _ := json.Marshal(PollMessage{JobID: ps.JobID, RunID: ps.RunID, QueuedAt: ps.QueuedAt, Attempt: max(ps.Attempt, 1)})
 		if err := e.Scheduler.Schedule(ctx, msg, 0); err != nil {
 			return n, fmt.Errorf("scheduling a status poll for job %s: %w", ps.JobID, err)
 		}
-		ps.Scheduled = true
+		ps.Scheduled, ps.Revived = true, e.now()
 		data, _ = json.MarshalIndent(ps, "", "  ")
 		if _, err := e.Blobs.Put(ctx, name, data, etag); err != nil && !errors.Is(err, profile.ErrStale) {
 			return n, err
