@@ -219,7 +219,7 @@ func (c *Client) addFile(ctx context.Context, name string, body *streamBody) (fi
 	return m, err
 }
 
-func (c *Client) uploadChunked(ctx context.Context, name string, r io.Reader, size int64) (fileMeta, error) {
+func (c *Client) uploadChunked(ctx context.Context, name string, r io.Reader, size int64) (_ fileMeta, err error) {
 	created, err := c.addFile(ctx, name, nil)
 	if err != nil {
 		return fileMeta{}, fmt.Errorf("creating empty file: %w", err)
@@ -228,6 +228,18 @@ func (c *Client) uploadChunked(ctx context.Context, name string, r io.Reader, si
 	if file == "" {
 		file = c.FolderPath() + "/" + name
 	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		// The empty (or partial) file would stay in the library for good:
+		// nobody queues it and housekeeping knows only queued files.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if derr := c.Delete(dctx, file); derr != nil && !errors.Is(derr, fs.ErrNotExist) {
+			c.log.WarnContext(ctx, "removing the file of a failed upload", "file", file, "err", derr)
+		}
+	}()
 	base := "_api/web/GetFileByServerRelativePath(decodedurl=" + literal(file) + ")/"
 	id := uuid.New().String()
 	// A source that can be read at any offset (a file) is sent chunk by chunk

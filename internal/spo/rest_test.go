@@ -170,6 +170,7 @@ type chunkServer struct {
 	chunk   int64
 	data    bytes.Buffer
 	cancels []string
+	deletes int
 	fail    func(op string) bool
 	offset  func(n int64) int64 // how the server reports the new offset
 }
@@ -185,6 +186,11 @@ func (cs *chunkServer) handle(w http.ResponseWriter, r recorded, _ int) {
 		return
 	}
 	m := chunkOp.FindStringSubmatch(r.Path)
+	if m == nil && strings.HasSuffix(r.Path, "/GetFileByServerRelativePath(decodedurl='/sites/hr/Shared Documents/Profile Imports/big.json')") {
+		cs.deletes++ // X-HTTP-Method: DELETE of the failed upload's file
+		w.WriteHeader(200)
+		return
+	}
 	if m == nil {
 		cs.t.Errorf("unexpected request %s %s", r.Method, r.URI)
 		w.WriteHeader(404)
@@ -321,6 +327,9 @@ func TestUploadChunkedCancelsOnFailure(t *testing.T) {
 			}
 			if got := len(cs.cancels) == 1; got != tc.wantCancel {
 				t.Errorf("cancels = %v, want one: %v", cs.cancels, tc.wantCancel)
+			}
+			if cs.deletes != 1 {
+				t.Errorf("the failed upload's file was deleted %d times, want once (no orphan in the library)", cs.deletes)
 			}
 			if tc.wantCancel {
 				var startID string

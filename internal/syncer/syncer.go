@@ -29,6 +29,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -301,6 +302,7 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 		Users: opts.Users, Filter: opts.Filter, OneOffMap: opts.Mapping != nil}
 	log := e.log().With("run", run.ID)
 	e.closeInterrupted(ctx, log)
+	e.removeStaleTemp(log)
 	if err := e.putRun(ctx, run); err != nil {
 		return nil, err
 	}
@@ -403,7 +405,11 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		fr := &run.Files[len(run.Files)-1]
 		id, err := e.Target.QueueImport(ctx, m.IDType, profile.IDProperty, m.PropertyMap(), url)
 		if err != nil {
-			fr.Queueing = false
+			// The call may have reached SharePoint before it failed (a
+			// timeout, a lost answer): look for the job before giving up.
+			if e.adoptJobs(context.WithoutCancel(ctx), log, run) {
+				log.Warn("the queue call failed but SharePoint has the job; it is followed", "file", rec.Name)
+			}
 			return fmt.Errorf("queueing the import of %s: %w", rec.Name, err)
 		}
 		if err := e.follow(ctx, run, fr, id, m); err != nil {
@@ -771,6 +777,35 @@ func (e *Engine) upload(ctx context.Context, f importfile.File, name string) (st
 	}
 	defer fh.Close()
 	return e.Target.Upload(ctx, name, fh, f.Bytes)
+}
+
+// removeStaleTemp deletes the import and spill files a killed process
+// left in the temp folder (profilesync-*.json and profilesync-*.jsonl: the
+// import files and the manager join's spill files). It runs while holding
+// the sync lock, so no other sync of this machine is writing them.
+func (e *Engine) removeStaleTemp(log *slog.Logger) {
+	dir := e.TempDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	n := 0
+	for _, de := range entries {
+		name := de.Name()
+		if !de.Type().IsRegular() || !strings.HasPrefix(name, "profilesync-") ||
+			!(strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".jsonl")) {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, name)) == nil {
+			n++
+		}
+	}
+	if n > 0 {
+		log.Warn("removed files an interrupted run left in the temp folder", "files", n, "dir", dir)
+	}
 }
 
 func removeFiles(files []importfile.File) {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -54,6 +56,9 @@ type fakeTarget struct {
 	propMaps  []map[string]string
 	failUp    error
 	failQueue error
+	// queuedTried: every queue call's source URI, failed ones included
+	// (a failed call may still have reached SharePoint).
+	queuedTried []string
 }
 
 func (t *fakeTarget) EnsureFolder(context.Context) error { return nil }
@@ -74,6 +79,7 @@ func (t *fakeTarget) Upload(_ context.Context, name string, r io.Reader, size in
 }
 
 func (t *fakeTarget) QueueImport(_ context.Context, idType profile.IDType, idProp string, pm map[string]string, uri string) (string, error) {
+	t.queuedTried = append(t.queuedTried, uri)
 	if t.failQueue != nil {
 		return "", t.failQueue
 	}
@@ -725,3 +731,54 @@ func TestJobOfAProcessKilledAtTheQueueCallIsFollowed(t *testing.T) {
 		t.Error("no status poll scheduled for the lost job")
 	}
 }
+
+// TestNoOrphans: files a killed process left in the temp folder are
+// removed by the next run; a queue call that failed after SharePoint took
+// the job leaves no job unfollowed.
+func TestNoOrphans(t *testing.T) {
+	f := newFixture(t)
+	dir := f.eng.TempDir
+	for _, name := range []string{"profilesync-123.json", "profilesync-users-9.jsonl", "profilesync-managers-part-1.jsonl"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep := []string{"other.json", "profilesync-notes.txt"}
+	for _, name := range keep {
+		os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600)
+	}
+	os.Mkdir(filepath.Join(dir, "profilesync-handler-1"), 0o700)
+	f.tgt.failQueue = errors.New("csom: timeout")
+	f.eng.AllJobs = jobListFunc(func() []profile.Job {
+		var out []profile.Job
+		for i, u := range f.tgt.queuedTried {
+			out = append(out, profile.Job{ID: fmt.Sprintf("taken-%d", i), SourceURI: u})
+		}
+		return out
+	})
+	run, err := f.eng.Sync(context.Background(), Options{})
+	if err == nil {
+		t.Fatal("want the queue error")
+	}
+	var left []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if fmt.Sprint(left) != fmt.Sprint([]string{"other.json", "profilesync-handler-1", "profilesync-notes.txt"}) {
+		t.Errorf("temp folder holds %v", left)
+	}
+	if len(run.JobIDs) != 1 || run.JobIDs[0] != "taken-0" {
+		t.Errorf("run jobs %v, want the job SharePoint took", run.JobIDs)
+	}
+	if _, ok := f.blobs.data[PollsPrefix+"taken-0.json"]; !ok {
+		t.Error("the job SharePoint took is not followed")
+	}
+	if f.state(t).DeltaLink != "" {
+		t.Error("a failed run moved the delta link")
+	}
+}
+
+type jobListFunc func() []profile.Job
+
+func (f jobListFunc) Jobs(context.Context) ([]profile.Job, error) { return f(), nil }
