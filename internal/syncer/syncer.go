@@ -84,8 +84,20 @@ type Scheduler interface {
 }
 
 // LockFunc takes the sync lock; it returns an error wrapping profile.ErrBusy
-// when another sync holds it, and a function releasing it.
-type LockFunc func(ctx context.Context) (release func(context.Context) error, err error)
+// when another sync holds it.
+type LockFunc func(ctx context.Context) (Lease, error)
+
+// Lease is the sync lock while held. Lost is closed when the lock could not
+// be kept (its renewal failed): another sync may then take it, so the run
+// stops before its commit point.
+type Lease interface {
+	Release(ctx context.Context) error
+	Lost() <-chan struct{}
+}
+
+// ErrLockLost: the run lost the sync lock and stopped before its commit
+// point; the next run sends its users again.
+var ErrLockLost = errors.New("the sync lock was lost (its lease could not be renewed)")
 
 // Engine runs syncs. All fields but Log, Now, TempDir and Limits are required.
 type Engine struct {
@@ -120,6 +132,20 @@ type Engine struct {
 	Lookup UserLookup
 
 	resendList []ResendUser // State.Resend as prepare read it (one run at a time: the lock)
+	lease      Lease        // the lock of the run under way
+}
+
+// checkLease fails when the run no longer holds the sync lock.
+func (e *Engine) checkLease() error {
+	if e.lease == nil {
+		return nil
+	}
+	select {
+	case <-e.lease.Lost():
+		return ErrLockLost
+	default:
+		return nil
+	}
 }
 
 // ErrNoMapping: no mapping.json is stored yet.
@@ -287,15 +313,27 @@ func NewRunID(t time.Time) string {
 // failed after it started) and the error that ended it. A run that could
 // not take the lock returns an error wrapping profile.ErrBusy and no record.
 func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
-	release, err := e.Lock(ctx)
+	lease, err := e.Lock(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("taking the sync lock: %w", err)
 	}
 	defer func() {
-		if err := release(context.WithoutCancel(ctx)); err != nil {
+		if err := lease.Release(context.WithoutCancel(ctx)); err != nil {
 			e.log().Warn("releasing the sync lock", "err", err)
 		}
 	}()
+	// Losing the lock ends the run: every call under way is cancelled, and
+	// the commit point checks it (checkLease) before it moves the link.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-lease.Lost():
+			cancel(ErrLockLost)
+		case <-ctx.Done():
+		}
+	}()
+	e.lease = lease
 
 	start := e.now()
 	run := &Run{ID: NewRunID(start), Trigger: opts.Trigger, WhatIf: opts.WhatIf, Status: StatusRunning, Started: start,
@@ -314,6 +352,9 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 		opts.OnStart(run.ID)
 	}
 	err = e.sync(ctx, log, run, opts)
+	if err != nil && errors.Is(context.Cause(ctx), ErrLockLost) && !errors.Is(err, ErrLockLost) {
+		err = fmt.Errorf("%w: %v", ErrLockLost, err)
+	}
 	run.Finished = e.now()
 	run.DurationMS = run.Finished.Sub(run.Started).Milliseconds()
 	if err != nil {
@@ -433,6 +474,9 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		}
 		log.Info("targeted run: delta link untouched", "unknownUsers", run.Unknown)
 		return nil
+	}
+	if err := e.checkLease(); err != nil {
+		return err
 	}
 	newState := State{DeltaLink: next, MappingHash: run.MappingHash, LastRunID: run.ID, Updated: e.now()}
 	if err := e.saveState(ctx, newState, etag); err != nil {

@@ -166,7 +166,20 @@ type fixture struct {
 	sched  *sched
 	eng    *Engine
 	locked bool
+	lease  *fakeLease
+	// loseLease, if set, is handed each lease as it is taken.
+	loseLease func(*fakeLease)
 }
+
+type fakeLease struct {
+	lost    chan struct{}
+	once    sync.Once
+	release func()
+}
+
+func (l *fakeLease) Release(context.Context) error { l.release(); return nil }
+func (l *fakeLease) Lost() <-chan struct{}         { return l.lost }
+func (l *fakeLease) lose()                         { l.once.Do(func() { close(l.lost) }) }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
@@ -193,12 +206,16 @@ func newFixture(t *testing.T) *fixture {
 	clock := time.Date(2026, 11, 28, 18, 30, 0, 0, time.UTC)
 	f.eng = &Engine{
 		Source: f.src, Target: f.tgt, Blobs: f.blobs, Scheduler: f.sched,
-		Lock: func(context.Context) (func(context.Context) error, error) {
+		Lock: func(context.Context) (Lease, error) {
 			if f.locked {
 				return nil, fmt.Errorf("lease: %w", profile.ErrBusy)
 			}
 			f.locked = true
-			return func(context.Context) error { f.locked = false; return nil }, nil
+			f.lease = &fakeLease{lost: make(chan struct{}), release: func() { f.locked = false }}
+			if f.loseLease != nil {
+				f.loseLease(f.lease)
+			}
+			return f.lease, nil
 		},
 		Now:       func() time.Time { clock = clock.Add(time.Second); return clock },
 		TempDir:   t.TempDir(),
@@ -782,3 +799,27 @@ func TestNoOrphans(t *testing.T) {
 type jobListFunc func() []profile.Job
 
 func (f jobListFunc) Jobs(context.Context) ([]profile.Job, error) { return f(), nil }
+
+// TestLostLockStopsBeforeTheCommitPoint: a run whose lease could not be
+// renewed (another sync may now hold the lock) never moves the delta link.
+func TestLostLockStopsBeforeTheCommitPoint(t *testing.T) {
+	f := newFixture(t)
+	f.loseLease = func(l *fakeLease) { l.lose() }
+	run, err := f.eng.Sync(context.Background(), Options{})
+	if !errors.Is(err, ErrLockLost) {
+		t.Fatalf("err = %v, want ErrLockLost", err)
+	}
+	if run == nil || run.Status != StatusFailed || run.DeltaSaved {
+		t.Errorf("run %+v", run)
+	}
+	if st := f.state(t); st.DeltaLink != "" {
+		t.Errorf("the delta link moved: %+v", st)
+	}
+	if f.locked {
+		t.Error("the lease was not released")
+	}
+	f.loseLease = nil
+	if run, err := f.eng.Sync(context.Background(), Options{}); err != nil || !run.DeltaSaved {
+		t.Fatalf("the next run: %v", err)
+	}
+}
