@@ -56,6 +56,7 @@ type fakeTarget struct {
 	propMaps  []map[string]string
 	failUp    error
 	failQueue error
+	ops       *journal
 	// queuedTried: every queue call's source URI, failed ones included
 	// (a failed call may still have reached SharePoint).
 	queuedTried []string
@@ -75,6 +76,7 @@ func (t *fakeTarget) Upload(_ context.Context, name string, r io.Reader, size in
 		return "", fmt.Errorf("size %d != %d", len(data), size)
 	}
 	t.uploads = append(t.uploads, upload{name, data})
+	t.ops.add("upload " + name)
 	return "https://contoso.sharepoint.com/sites/s/Shared Documents/" + name, nil
 }
 
@@ -87,6 +89,7 @@ func (t *fakeTarget) QueueImport(_ context.Context, idType profile.IDType, idPro
 		return "", fmt.Errorf("id property %q", idProp)
 	}
 	t.queued = append(t.queued, uri)
+	t.ops.add("queue " + uri)
 	t.idType = append(t.idType, idType)
 	t.propMaps = append(t.propMaps, pm)
 	return fmt.Sprintf("00000000-0000-0000-0000-%012d", len(t.queued)), nil
@@ -97,6 +100,32 @@ type memBlobs struct {
 	data  map[string][]byte
 	etags map[string]string
 	n     int
+	ops   *journal
+}
+
+// journal records, in order, what the fakes were asked to do.
+type journal struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+func (j *journal) add(op string) {
+	if j == nil {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.ops = append(j.ops, op)
+}
+
+// index is the position of the first op starting with prefix after from, or -1.
+func (j *journal) index(prefix string, from int) int {
+	for i := max(from, 0); i < len(j.ops); i++ {
+		if strings.HasPrefix(j.ops[i], prefix) {
+			return i
+		}
+	}
+	return -1
 }
 
 func newMemBlobs() *memBlobs {
@@ -126,6 +155,7 @@ func (b *memBlobs) Put(_ context.Context, name string, data []byte, ifMatch stri
 	if ifMatch != "" && b.etags[name] != ifMatch {
 		return "", fmt.Errorf("blob %s: %w", name, profile.ErrStale)
 	}
+	b.ops.add("put " + name + " " + string(data))
 	return b.put(name, data), nil
 }
 
@@ -135,15 +165,18 @@ func (b *memBlobs) Create(_ context.Context, name string, data []byte) (string, 
 	if _, ok := b.data[name]; ok {
 		return "", fmt.Errorf("blob %s: %w", name, profile.ErrStale)
 	}
+	b.ops.add("put " + name + " " + string(data))
 	return b.put(name, data), nil
 }
 
 type sched struct {
 	msgs   [][]byte
 	delays []time.Duration
+	ops    *journal
 }
 
 func (s *sched) Schedule(_ context.Context, msg []byte, d time.Duration) error {
+	s.ops.add("schedule " + string(msg))
 	s.msgs = append(s.msgs, msg)
 	s.delays = append(s.delays, d)
 	return nil
@@ -166,6 +199,7 @@ type fixture struct {
 	sched  *sched
 	eng    *Engine
 	locked bool
+	ops    *journal // every upload, queue call, blob write and scheduled message, in order
 	lease  *fakeLease
 	// loseLease, if set, is handed each lease as it is taken.
 	loseLease func(*fakeLease)
@@ -202,6 +236,8 @@ func newFixture(t *testing.T) *fixture {
 		blobs: newMemBlobs(),
 		sched: &sched{},
 	}
+	f.ops = &journal{}
+	f.tgt.ops, f.blobs.ops, f.sched.ops = f.ops, f.ops, f.ops
 	f.blobs.put(MappingBlob, []byte(goodMapping))
 	clock := time.Date(2026, 11, 28, 18, 30, 0, 0, time.UTC)
 	f.eng = &Engine{
@@ -306,6 +342,27 @@ func TestFirstRunIsFullAndCommitsInOrder(t *testing.T) {
 	}
 	if f.locked {
 		t.Error("lock not released")
+	}
+	// The commit point, in order: upload; the intent in the run record;
+	// the queue call; the job followed (polls/) and its id in the run
+	// record; only then the delta link; then the first status poll.
+	j := f.ops
+	up := j.index("upload ", 0)
+	intent := j.index("put "+RunsPrefix+run.ID+".json", up)
+	queue := j.index("queue ", intent)
+	follow := j.index("put "+PollsPrefix+run.JobIDs[0], queue)
+	recorded := j.index("put "+RunsPrefix+run.ID+".json", follow)
+	state := j.index("put "+StateBlob, recorded)
+	poll := j.index("schedule ", state)
+	if up < 0 || intent < 0 || queue < 0 || follow < 0 || recorded < 0 || state < 0 || poll < 0 {
+		t.Fatalf("steps out of order (upload %d, intent %d, queue %d, follow %d, run record %d, state %d, poll %d):\n%s",
+			up, intent, queue, follow, recorded, state, poll, strings.Join(j.ops, "\n"))
+	}
+	if !strings.Contains(j.ops[intent], `"queueing": true`) || !strings.Contains(j.ops[recorded], run.JobIDs[0]) {
+		t.Errorf("the run record before the queue call holds no intent, or after it no job id:\n%s\n%s", j.ops[intent], j.ops[recorded])
+	}
+	if first := j.index("put "+StateBlob, 0); first != state {
+		t.Errorf("state.json written before the job was recorded (op %d)", first)
 	}
 	if len(f.src.sels) != 1 || !contains(f.src.sels[0].Properties, "businessPhones") || !contains(f.src.sels[0].Manager, "mail") {
 		t.Errorf("selection %+v", f.src.sels)
