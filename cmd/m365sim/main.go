@@ -45,6 +45,7 @@ type config struct {
 	JobStep        duration `json:"job-step"`
 	IdentityHeader string   `json:"identity-header"`
 	FileDir        string   `json:"file-dir"`
+	DeltaRepeat    int      `json:"delta-repeat"`
 }
 
 // duration reads JSON strings such as "2s".
@@ -79,17 +80,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	sim, err := m365sim.Start(m365sim.Options{
-		Users:          cfg.Users,
-		Seed:           cfg.Seed,
-		TenantFile:     cfg.Tenant,
-		GraphAddr:      "127.0.0.1:" + strconv.Itoa(cfg.Port),
-		SPOAddr:        "127.0.0.1:" + strconv.Itoa(spoPort),
-		PageSize:       cfg.PageSize,
-		PageLatency:    time.Duration(cfg.PageLatency),
-		JobStep:        time.Duration(cfg.JobStep),
-		IdentityHeader: cfg.IdentityHeader,
-		FileDir:        cfg.FileDir,
-		Logger:         log,
+		Users:            cfg.Users,
+		Seed:             cfg.Seed,
+		TenantFile:       cfg.Tenant,
+		GraphAddr:        "127.0.0.1:" + strconv.Itoa(cfg.Port),
+		SPOAddr:          "127.0.0.1:" + strconv.Itoa(spoPort),
+		PageSize:         cfg.PageSize,
+		PageLatency:      time.Duration(cfg.PageLatency),
+		JobStep:          time.Duration(cfg.JobStep),
+		IdentityHeader:   cfg.IdentityHeader,
+		FileDir:          cfg.FileDir,
+		Logger:           log,
+		DeltaRepeatEvery: cfg.DeltaRepeat,
 	})
 	if err != nil {
 		return err
@@ -125,6 +127,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar((*time.Duration)(&fromFlags.JobStep), "job-step", time.Duration(cfg.JobStep), "time per import job state (0 = immediate, <0 = manual)")
 	fs.StringVar(&fromFlags.IdentityHeader, "identity-header", "", "managed identity secret (default random)")
 	fs.StringVar(&fromFlags.FileDir, "file-dir", "", "directory for uploaded files (default a temp dir)")
+	fs.IntVar(&fromFlags.DeltaRepeat, "delta-repeat", 0, "Graph delta rounds send every n-th user twice, as Graph may (0 = off; PUT /_sim/delta/repeat changes it)")
 	configFile := fs.String("config", getenv("M365SIM_CONFIG"), "JSON file with the same keys as the flags")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -165,6 +168,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			cfg.IdentityHeader = fromFlags.IdentityHeader
 		case "file-dir":
 			cfg.FileDir = fromFlags.FileDir
+		case "delta-repeat":
+			cfg.DeltaRepeat = fromFlags.DeltaRepeat
 		}
 	})
 	var errs []error
@@ -179,6 +184,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if cfg.PageSize < 0 || cfg.PageSize > 999 {
 		errs = append(errs, errors.New("--page-size must be 1..999"))
+	}
+	if cfg.DeltaRepeat < 0 {
+		errs = append(errs, errors.New("--delta-repeat must not be negative"))
 	}
 	if cfg.PageLatency < 0 {
 		errs = append(errs, errors.New("--page-latency must not be negative"))

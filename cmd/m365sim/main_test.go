@@ -22,7 +22,7 @@ func TestRunPrintsSettingsAndStops(t *testing.T) {
 	defer cancel()
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	args := []string{"--port", "0", "--spo-port", "0", "--config", cfgFile, "--identity-header", "from-flag", "--file-dir", t.TempDir()}
+	args := []string{"--port", "0", "--spo-port", "0", "--config", cfgFile, "--identity-header", "from-flag", "--file-dir", t.TempDir(), "--delta-repeat", "4"}
 	go func() {
 		done <- run(ctx, args, func(string) string { return "" }, pw, io.Discard)
 		pw.Close()
@@ -50,6 +50,16 @@ func TestRunPrintsSettingsAndStops(t *testing.T) {
 	resp.Body.Close()
 	if health["users"] != float64(7) {
 		t.Errorf("health = %v (config file users not applied)", health)
+	}
+	resp, err = (&http.Client{Timeout: 10 * time.Second}).Get(env["GRAPH_ENDPOINT"] + "/_sim/delta/repeat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var repeat map[string]any
+	json.NewDecoder(resp.Body).Decode(&repeat)
+	resp.Body.Close()
+	if repeat["every"] != float64(4) {
+		t.Errorf("/_sim/delta/repeat = %v, want every 4 from --delta-repeat", repeat)
 	}
 	cancel()
 	select {
@@ -80,6 +90,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"missing config", []string{"--config", filepath.Join(dir, "none.json")}, "reading config"},
 		{"unknown key", []string{"--config", bad}, "unknown field"},
 		{"numeric duration", []string{"--config", badDur}, "durations are strings"},
+		{"negative delta repeat", []string{"--delta-repeat", "-1"}, "--delta-repeat"},
 	}
 	for _, tc := range tests {
 		_, err := parseConfig(tc.args, func(string) string { return "" }, io.Discard)
@@ -88,7 +99,12 @@ func TestParseConfigErrors(t *testing.T) {
 		}
 	}
 	cfg, err := parseConfig([]string{"--port", "9000"}, func(string) string { return "" }, io.Discard)
-	if err != nil || cfg.Port != 9000 || cfg.Users != 1000 || cfg.Seed != 1 || time.Duration(cfg.JobStep) != 2*time.Second {
+	if err != nil || cfg.Port != 9000 || cfg.Users != 1000 || cfg.Seed != 1 || time.Duration(cfg.JobStep) != 2*time.Second || cfg.DeltaRepeat != 0 {
 		t.Errorf("defaults = %+v, %v", cfg, err)
+	}
+	repeatFile := filepath.Join(dir, "repeat.json")
+	os.WriteFile(repeatFile, []byte(`{"delta-repeat": 3}`), 0o600)
+	if cfg, err := parseConfig([]string{"--config", repeatFile}, func(string) string { return "" }, io.Discard); err != nil || cfg.DeltaRepeat != 3 {
+		t.Errorf("delta-repeat from the config file: %+v, %v", cfg, err)
 	}
 }

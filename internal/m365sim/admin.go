@@ -96,6 +96,22 @@ func (s *Sim) serveAdmin(w http.ResponseWriter, r *http.Request) bool {
 			}
 			w.WriteHeader(http.StatusNoContent)
 		}
+	case len(parts) == 2 && parts[0] == "delta" && parts[1] == "repeat":
+		// GET or PUT {"every":n}: graphsim.Server.SetDeltaRepeatEvery.
+		if !allow(http.MethodGet, http.MethodPut) {
+			return true
+		}
+		if r.Method == http.MethodPut {
+			var in struct {
+				Every *int `json:"every"`
+			}
+			if err := decode(r, &in); err != nil || in.Every == nil || *in.Every < 0 {
+				adminFail(w, http.StatusBadRequest, "want {\"every\":n} with n >= 0 (0 = off)")
+				return true
+			}
+			s.Graph.SetDeltaRepeatEvery(*in.Every)
+		}
+		writeAdmin(w, http.StatusOK, map[string]int{"every": s.Graph.DeltaRepeatEvery()})
 	case len(parts) == 1 && parts[0] == "faults":
 		s.adminFaults(w, r, allow)
 	case len(parts) == 1 && parts[0] == "requests":

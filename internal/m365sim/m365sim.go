@@ -42,6 +42,11 @@ type Options struct {
 	FileDir        string        // uploaded files ("" = temp dir owned by sposim)
 	Now            func() time.Time
 	Logger         *slog.Logger
+
+	// DeltaRepeatEvery > 0 makes Graph delta rounds send every n-th user
+	// again later in the round (graphsim.Server.SetDeltaRepeatEvery); 0 = off.
+	// Changeable at run time with PUT /_sim/delta/repeat {"every":n}.
+	DeltaRepeatEvery int
 }
 
 // Sim is a running simulator.
@@ -105,13 +110,14 @@ func Start(opts Options) (*Sim, error) {
 	s.IdentityEndpoint = s.GraphURL + "/msi/token"
 	s.Faults.SetPageLatency(opts.PageLatency)
 	s.Graph, err = graphsim.New(graphsim.Options{
-		BaseURL:       s.GraphURL,
-		Store:         store,
-		DeltaPageSize: opts.PageSize,
-		Now:           opts.Now,
-		PageDelay:     s.Faults.PageDelay,
-		WrapBatchItem: func(h http.Handler) http.Handler { return s.Faults.Middleware(faults.Graph, h) },
-		Logger:        opts.Logger.With("origin", "graph"),
+		BaseURL:          s.GraphURL,
+		Store:            store,
+		DeltaPageSize:    opts.PageSize,
+		DeltaRepeatEvery: opts.DeltaRepeatEvery,
+		Now:              opts.Now,
+		PageDelay:        s.Faults.PageDelay,
+		WrapBatchItem:    func(h http.Handler) http.Handler { return s.Faults.Middleware(faults.Graph, h) },
+		Logger:           opts.Logger.With("origin", "graph"),
 	})
 	if err == nil {
 		s.SPO, err = sposim.New(sposim.Options{

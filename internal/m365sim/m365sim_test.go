@@ -331,3 +331,62 @@ func TestGzipBatchAndTenantFile(t *testing.T) {
 }
 
 func writeFile(name string, data []byte) error { return os.WriteFile(name, data, 0o600) }
+
+// TestAdminDeltaRepeat sets graphsim's DeltaRepeatEvery through
+// /_sim/delta/repeat and sees a delta round over HTTP repeat users.
+func TestAdminDeltaRepeat(t *testing.T) {
+	s := start(t)
+	tok := s.Auth.TokenFor(s.GraphURL)
+	countRound := func() (items int, ids map[string]int) {
+		ids = map[string]int{}
+		next := s.GraphURL + "/v1.0/users/delta?$select=id"
+		for range 100 {
+			st, _, m := do(t, call{method: "GET", url: next, token: tok})
+			if st != 200 {
+				t.Fatalf("delta page: %d %v", st, m)
+			}
+			for _, it := range m["value"].([]any) {
+				ids[it.(map[string]any)["id"].(string)]++
+				items++
+			}
+			if _, ok := m["@odata.deltaLink"]; ok {
+				return items, ids
+			}
+			next = m["@odata.nextLink"].(string)
+		}
+		t.Fatal("round did not end")
+		return 0, nil
+	}
+	if st, _, m := do(t, call{method: "GET", url: s.GraphURL + "/_sim/delta/repeat"}); st != 200 || m["every"] != float64(0) {
+		t.Fatalf("default: %d %v", st, m)
+	}
+	if n, _ := countRound(); n != 50 {
+		t.Errorf("without repeats: %d items", n)
+	}
+	if st, _, m := do(t, call{method: "PUT", url: s.SPOURL + "/_sim/delta/repeat", body: `{"every":5}`}); st != 200 || m["every"] != float64(5) {
+		t.Fatalf("PUT: %d %v", st, m)
+	}
+	if s.Graph.DeltaRepeatEvery() != 5 {
+		t.Errorf("Graph.DeltaRepeatEvery() = %d", s.Graph.DeltaRepeatEvery())
+	}
+	if n, ids := countRound(); n != 60 || len(ids) != 50 {
+		t.Errorf("every 5th of 50 users twice: %d items, %d users", n, len(ids))
+	}
+	for _, c := range []struct {
+		method, body string
+		status       int
+	}{
+		{"PUT", `{"every":-1}`, 400},
+		{"PUT", `{}`, 400},
+		{"PUT", `{"every":"x"}`, 400},
+		{"PUT", `{"every":1,"other":2}`, 400},
+		{"POST", `{"every":1}`, 405},
+	} {
+		if st, _, m := do(t, call{method: c.method, url: s.GraphURL + "/_sim/delta/repeat", body: c.body}); st != c.status {
+			t.Errorf("%s %s: %d %v, want %d", c.method, c.body, st, m, c.status)
+		}
+	}
+	if st, _, m := do(t, call{method: "PUT", url: s.GraphURL + "/_sim/delta/repeat", body: `{"every":0}`}); st != 200 || m["every"] != float64(0) {
+		t.Errorf("turning off: %d %v", st, m)
+	}
+}

@@ -88,7 +88,12 @@ func (c *Client) Job(ctx context.Context, jobID string) (profile.Job, error) {
 	if err != nil {
 		return profile.Job{}, fmt.Errorf("reading import job %s: %w", jobID, err)
 	}
-	if j.ID == "" || j.ID == emptyGUID {
+	// Nothing public shows how SharePoint answers for a job id it does not
+	// know [inferred]: a null object (IsNull, above), an empty or Guid.Empty
+	// JobId, or an info it cannot fill (State 0 and no SourceUri, which the
+	// simulator sends, echoing the id). A job SharePoint does know always
+	// has the SourceUri it was queued with, so all three mean "unknown".
+	if j.ID == "" || j.ID == emptyGUID || (j.State == profile.Unknown && j.SourceURI == "") {
 		return profile.Job{}, fmt.Errorf("reading import job %s: %w", jobID, fs.ErrNotExist)
 	}
 	return j, nil

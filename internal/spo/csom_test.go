@@ -213,6 +213,10 @@ func TestJobResponses(t *testing.T) {
 		{name: "null object", response: "job_null.json", wantErr: fs.ErrNotExist},
 		{name: "empty job id", response: "inline:" + `[{"ErrorInfo":null},5,{"IsNull":false},6,{"Error":0,"JobId":"\/Guid(00000000-0000-0000-0000-000000000000)\/","State":0}]`,
 			wantErr: fs.ErrNotExist},
+		// The simulator's answer for an id it does not know (inferred: no
+		// public source shows SharePoint's): the id echoed, nothing filled.
+		{name: "unknown id echoed, nothing filled", response: "inline:" + `[{"SchemaVersion":"15.0.0.0","LibraryVersion":"16.0.25213.12005","ErrorInfo":null,"TraceCorrelationId":"x"},5,{"IsNull":false},6,{"_ObjectType_":"Microsoft.Online.SharePoint.TenantManagement.ImportProfilePropertiesJobInfo","Error":0,"ErrorMessage":null,"JobId":"\/Guid(` + jobGUID + `)\/","LogFolderUri":null,"SourceUri":null,"State":0}]`,
+			wantErr: fs.ErrNotExist},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var resp []byte

@@ -211,7 +211,28 @@ func (p *Poller) Poll(ctx context.Context, msg PollMessage) (Outcome, error) {
 
 	job, err := p.Jobs.Job(ctx, msg.JobID)
 	if errors.Is(err, fs.ErrNotExist) {
-		return out, fmt.Errorf("%w: SharePoint does not know job %s", ErrDrop, msg.JobID)
+		// A job of ours (its poll document says so) that SharePoint does not
+		// know (any more): dropping the message would leave its users
+		// unsent. Soon after queueing it may not be visible yet, so it is
+		// polled again; after an hour it counts as lost and is re-sent
+		// like a job that never finished.
+		queued := ps.QueuedAt
+		if queued.IsZero() {
+			queued = msg.QueuedAt
+		}
+		if p.now().Sub(queued) < time.Hour {
+			job = profile.Job{ID: msg.JobID, State: profile.Unknown}
+		} else {
+			log.Warn("SharePoint does not know this import job; it counts as lost", "queued", queued)
+			job = profile.Job{ID: msg.JobID, State: profile.TimedOut, SourceURI: ps.SourceURI,
+				ErrorMessage: "SharePoint does not know the job (GetImportProfilePropertyJob)"}
+			out.Job = job
+			ps.LastPoll, ps.LastState = p.now(), "Unknown"
+			rec, err := p.record(ctx, log, job, ps, msg.Attempt)
+			out.Recorded = rec
+			return out, err
+		}
+		err = nil
 	}
 	if err != nil {
 		return out, fmt.Errorf("reading job %s from SharePoint: %w", msg.JobID, err)
@@ -280,7 +301,7 @@ func (p *Poller) record(ctx context.Context, log *slog.Logger, job profile.Job, 
 	if rec.JobID == "" {
 		rec.JobID = ps.JobID
 	}
-	if job.State == profile.TimedOut {
+	if job.State == profile.TimedOut && rec.ErrorMessage == "" {
 		rec.ErrorMessage = fmt.Sprintf("still %s after %s; profilesync stopped polling (STATUS_POLL_MAX_AGE)", ps.LastState, p.MaxAge)
 	}
 	if job.State == profile.Error && job.LogFolderURI != "" && p.Logs != nil {

@@ -251,9 +251,27 @@ func TestPollDropsWhatCanNeverSucceed(t *testing.T) {
 	if _, err := f.p.Poll(context.Background(), PollMessage{JobID: "stranger", Attempt: 1}); !errors.Is(err, ErrDrop) {
 		t.Errorf("unknown job: %v, want ErrDrop", err)
 	}
+}
+
+// TestJobSharePointDoesNotKnowIsNotDropped: a job of ours SharePoint does
+// not know is polled again for a while (it may not be visible yet), then
+// counts as lost and is re-sent.
+func TestJobSharePointDoesNotKnowIsNotDropped(t *testing.T) {
+	f := newPollFixture(t, "known", profile.Job{ID: "known", State: profile.Processing})
 	delete(f.jobs.states, "known")
-	if _, err := f.p.Poll(context.Background(), PollMessage{JobID: "known", Attempt: 1}); !errors.Is(err, ErrDrop) {
-		t.Errorf("job SharePoint does not know: %v, want ErrDrop", err)
+	rq := &fakeRequeue{}
+	f.p.Requeue = rq
+	ps, _ := json.Marshal(PollState{JobID: "known", RunID: "run1", QueuedAt: f.clock, Attempt: 1,
+		SourceURI: "https://t/sites/s/Shared Documents/f.json", IDType: "CloudId", PropertyMap: map[string]string{"A": "A"}})
+	f.blobs.put(PollsPrefix+"known.json", ps)
+	out := f.deliver(t, PollMessage{JobID: "known", RunID: "run1", Attempt: 1})
+	if out.NextPoll == 0 || out.Recorded != nil {
+		t.Fatalf("a job unknown right after queueing: %+v, want another poll", out)
+	}
+	f.clock = f.clock.Add(2 * time.Hour)
+	out = f.deliver(t, f.lastMsg(t))
+	if out.Recorded == nil || out.Recorded.State != "TimedOut" || len(rq.calls) != 1 || !strings.Contains(out.Recorded.ErrorMessage, "does not know") {
+		t.Fatalf("a job unknown after 2 hours: %+v, requeues %v", out.Recorded, rq.calls)
 	}
 }
 

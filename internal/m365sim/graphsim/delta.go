@@ -2,6 +2,7 @@ package graphsim
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -27,7 +28,13 @@ type deltaToken struct {
 	Pos    int      `json:"p,omitempty"` // change round cursor
 	Minted int64    `json:"m,omitempty"` // unix seconds (deltaLink)
 	Epoch  int64    `json:"e,omitempty"`
+	Seq    int      `json:"q,omitempty"` // user items sent so far in the round (repeats)
+	Rep    []string `json:"r,omitempty"` // users to send again at the start of the next page
 }
+
+// repeatGap is how many user items after a repeated user its repeat comes
+// (when the page has that many left); see Server.SetDeltaRepeatEvery.
+const repeatGap = 2
 
 const syncStateMsg = "The sync state generation is not found. The delta token is expired and data must be synchronized again."
 
@@ -64,10 +71,10 @@ func (s *Server) delta(w http.ResponseWriter, r *http.Request, q query) {
 			e.write(w, r)
 			return
 		}
-		if _, ok := q["$expand"]; ok {
-			badRequest("Request_BadRequest", "$expand is not supported on delta queries for users.").write(w, r)
-			return
-		}
+		// $expand is ignored on delta, not refused: "The $expand operator
+		// has always been ignored with /delta. It is the $select=manager
+		// operator that will include changes to manager"
+		// (microsoftgraph/microsoft-graph-docs#6194, a Microsoft answer).
 		sel, e := s.parseSelect(q["$select"], true)
 		if e != nil {
 			e.write(w, r)
@@ -139,15 +146,59 @@ func (s *Server) delta(w http.ResponseWriter, r *http.Request, q query) {
 		items = append(items, b...)
 		n++
 	}
+	// render writes v as this round reports it.
+	render := func(b []byte, v directory.View) []byte {
+		if tok.Kind == kindInitial {
+			return s.appendDeltaItem(b, v, sel, 0, false, true)
+		}
+		return s.appendDeltaItem(b, v, sel, tok.Since, minimal, false)
+	}
 	var scratch []byte
+	// Repeated users (SetDeltaRepeatEvery). Those carried over from the
+	// previous page come first, with their values as they are now.
+	every := s.DeltaRepeatEvery()
+	again := func(id string) {
+		s.store.View(id, func(v directory.View) {
+			if b := render(scratch[:0], v); b != nil {
+				scratch = b
+				add(b)
+			}
+		})
+	}
+	for _, id := range tok.Rep {
+		again(id)
+	}
+	tok.Rep = nil
+	type pending struct {
+		id   string
+		due  int    // user items on this page after which the repeat goes
+		item []byte // as sent; the store cannot change while the page is read
+	}
+	var queue []pending
+	users := 0
+	emit := func(v directory.View, b []byte) {
+		add(b)
+		if every <= 0 || v.State() != directory.Active {
+			return
+		}
+		users++
+		tok.Seq++
+		for len(queue) > 0 && queue[0].due <= users {
+			add(queue[0].item)
+			queue = queue[1:]
+		}
+		if tok.Seq%every == 0 {
+			queue = append(queue, pending{id: v.ID(), due: users + repeatGap, item: slices.Clone(b)})
+		}
+	}
 	more := false
 	if tok.Kind == kindInitial {
 		tok.After, more = s.store.Scan(tok.After, limit, func(v directory.View) bool {
 			if ids != nil && !ids[v.ID()] {
 				return false
 			}
-			scratch = s.appendDeltaItem(scratch[:0], v, sel, 0, false, true)
-			add(scratch)
+			scratch = render(scratch[:0], v)
+			emit(v, scratch)
 			return true
 		})
 	} else {
@@ -155,13 +206,21 @@ func (s *Server) delta(w http.ResponseWriter, r *http.Request, q query) {
 			if ids != nil && !ids[v.ID()] {
 				return false
 			}
-			scratch = s.appendDeltaItem(scratch[:0], v, sel, tok.Since, minimal, false)
+			scratch = render(scratch[:0], v)
 			if scratch == nil {
 				return false
 			}
-			add(scratch)
+			emit(v, scratch)
 			return true
 		})
+	}
+	// Repeats not yet due go to the next page, or end the round's last one.
+	for _, p := range queue {
+		if more {
+			tok.Rep = append(tok.Rep, p.id)
+		} else {
+			again(p.id)
+		}
 	}
 	*vb = items
 	var names []string
@@ -251,7 +310,14 @@ func (s *Server) appendDeltaItem(b []byte, v directory.View, sel selection, sinc
 	b = append(b, `{"id":`...)
 	b = directory.AppendString(b, v.ID())
 	b = appendProps(b, v, cols)
-	if sel.manager && (mgrChanged || !minimal || full) {
+	// manager@delta comes with a full item (initial round, new or restored
+	// user) and otherwise only when the manager changed since the token,
+	// whatever the Prefer header: a user whose other properties changed
+	// comes without it. Reported in microsoftgraph/microsoft-graph-explorer-v4#4018
+	// (with $select=...,manager a changed user "doesnt return manager when
+	// something changes"); manager changes themselves do carry it
+	// (microsoftgraph/microsoft-graph-docs#4500).
+	if sel.manager && (mgrChanged || full) {
 		switch {
 		case v.ManagerID() != "":
 			b = append(b, `,"manager@delta":[{"@odata.type":"#microsoft.graph.user","id":`...)

@@ -92,7 +92,6 @@ func TestDeltaErrors(t *testing.T) {
 		msg    string
 	}{
 		{"filter not id", "/v1.0/users/delta?$filter=displayName eq 'x'", 400, "Request_UnsupportedQuery", ""},
-		{"expand", "/v1.0/users/delta?$expand=manager", 400, "Request_BadRequest", ""},
 		{"unknown select", "/v1.0/users/delta?$select=nope", 400, "Request_BadRequest", "Could not find a property named 'nope' on type 'microsoft.graph.user'."},
 		{"skills", "/v1.0/users/delta?$select=skills", 501, "NotImplemented", ""},
 		{"garbage delta token", "/v1.0/users/delta?$deltatoken=!!!", 400, "Request_BadRequest", ""},
@@ -190,6 +189,14 @@ func TestDeltaIncremental(t *testing.T) {
 			chief := got[u[10].ID]
 			if chief["jobTitle"] != "Chief" {
 				t.Errorf("u10 = %v", chief)
+			}
+			// microsoftgraph/microsoft-graph-explorer-v4#4018: a user whose
+			// manager did not change comes without manager@delta.
+			if u[10].ManagerID == "" {
+				t.Fatal("fixture: u10 has no manager")
+			}
+			if md, ok := chief["manager@delta"]; ok {
+				t.Errorf("u10's manager did not change, but manager@delta = %v", md)
 			}
 			if _, hasName := chief["displayName"]; hasName == minimal {
 				t.Errorf("minimal=%v but displayName present=%v", minimal, hasName)
@@ -348,4 +355,156 @@ func BenchmarkDeltaInitialRound(b *testing.B) {
 	b.ReportMetric(float64(users)/b.Elapsed().Seconds(), "users/s")
 	b.ReportMetric(float64(bytes)/float64(users), "B/user")
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "tenant-MiB")
+}
+
+// TestDeltaExpandIgnored: $expand on delta is ignored, not refused
+// (microsoftgraph/microsoft-graph-docs#6194).
+func TestDeltaExpandIgnored(t *testing.T) {
+	f := newFixture(t, 12, 5)
+	for _, expand := range []string{"manager", "manager($select=id,displayName)", "nonsense"} {
+		plain, _, _ := f.round(t, "/v1.0/users/delta?$select=id,jobTitle,manager")
+		got, dl, _ := f.round(t, "/v1.0/users/delta?$select=id,jobTitle,manager&$expand="+expand)
+		if fmt.Sprint(got) != fmt.Sprint(plain) {
+			t.Errorf("$expand=%s changed the round:\n got %v\nwant %v", expand, got, plain)
+		}
+		for _, it := range got {
+			if _, ok := it["manager"]; ok {
+				t.Errorf("$expand=%s expanded manager: %v", expand, it)
+			}
+		}
+		if w, _ := f.get(t, dl+"&$expand="+expand); w.Code != 200 {
+			t.Errorf("deltaLink with $expand=%s: %d %s", expand, w.Code, w.Body)
+		}
+	}
+}
+
+// roundPages follows a round and returns the ids of each page's items.
+func (f *fixture) roundPages(t *testing.T, start string, between func(page int)) (pages [][]string, items []map[string]any, deltaLink string) {
+	t.Helper()
+	next := start
+	for p := 0; p < 1000; p++ {
+		if between != nil && p > 0 {
+			between(p)
+		}
+		w, m := f.get(t, next)
+		if w.Code != 200 {
+			t.Fatalf("GET %s: %d %s", next, w.Code, w.Body)
+		}
+		var ids []string
+		for _, it := range values(m) {
+			ids = append(ids, it["id"].(string))
+			items = append(items, it)
+		}
+		pages = append(pages, ids)
+		if dl, ok := m["@odata.deltaLink"].(string); ok {
+			return pages, items, dl
+		}
+		next = m["@odata.nextLink"].(string)
+	}
+	t.Fatal("round did not end")
+	return nil, nil, ""
+}
+
+// TestDeltaRepeats checks the DeltaRepeatEvery setting: in initial and
+// incremental rounds every n-th user comes again, on the same page or the
+// next, with its values as they are when the repeat is sent
+// (learn.microsoft.com/graph/delta-query-overview: "A single entity can be
+// contained multiple times in the response").
+func TestDeltaRepeats(t *testing.T) {
+	f := newFixture(t, 23, 5)
+	if f.srv.DeltaRepeatEvery() != 0 {
+		t.Fatal("repeating is on by default")
+	}
+	sel := "/v1.0/users/delta?$select=id,jobTitle,manager"
+	f.srv.SetDeltaRepeatEvery(3)
+
+	// analyse reports how often each id came, and how many repeats came on
+	// the page of the first appearance and how many on a later page.
+	analyse := func(pages [][]string) (seen map[string]int, samePage, laterPage int, carried map[string]int) {
+		seen, carried = map[string]int{}, map[string]int{}
+		first := map[string]int{}
+		for p, ids := range pages {
+			for _, id := range ids {
+				seen[id]++
+				if seen[id] == 1 {
+					first[id] = p
+					continue
+				}
+				if first[id] == p {
+					samePage++
+				} else {
+					laterPage++
+					carried[id] = p
+				}
+			}
+		}
+		return seen, samePage, laterPage, carried
+	}
+	pages, items, _ := f.roundPages(t, sel, nil)
+	seen, same, later, carried := analyse(pages)
+	if len(seen) != 23 || len(items) != 23+23/3 {
+		t.Fatalf("initial round: %d users in %d items, want 23 in %d: %v", len(seen), len(items), 23+23/3, pages)
+	}
+	if same == 0 || later == 0 {
+		t.Errorf("repeats on the same page %d, on a later page %d; want both: %v", same, later, pages)
+	}
+	for id, n := range seen {
+		if n > 2 {
+			t.Errorf("%s came %d times", id, n)
+		}
+	}
+	again, _, _ := f.roundPages(t, sel, nil)
+	if fmt.Sprint(again) != fmt.Sprint(pages) {
+		t.Errorf("not deterministic:\n%v\n%v", pages, again)
+	}
+
+	// A user changed between its first appearance and its repeat on the
+	// next page comes again with the new value.
+	var victim string
+	var victimPage int
+	for id, p := range carried {
+		victim, victimPage = id, p
+		break
+	}
+	_, items, dl := f.roundPages(t, sel, func(p int) {
+		if p == victimPage {
+			if _, err := f.store.Update(victim, directory.Patch{Props: map[string]any{"jobTitle": "Changed mid-round"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	var titles []any
+	for _, it := range items {
+		if it["id"] == victim {
+			titles = append(titles, it["jobTitle"])
+		}
+	}
+	if len(titles) != 2 || titles[0] == "Changed mid-round" || titles[1] != "Changed mid-round" {
+		t.Errorf("victim's appearances carry jobTitle %v, want old then new", titles)
+	}
+
+	// Incremental round: 10 changed users (one was changed mid-round above,
+	// so it is in this round too), every third of them twice. Users whose
+	// manager did not change come without manager@delta also when repeated.
+	for i := range 10 {
+		if _, err := f.store.Update(f.users[i+5].ID, directory.Patch{Props: map[string]any{"jobTitle": fmt.Sprint("T", i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pages, items, _ = f.roundPages(t, dl, nil)
+	seen, same, later, _ = analyse(pages)
+	want := len(seen) + len(seen)/3
+	if len(seen) < 10 || len(items) != want || same+later != len(seen)/3 {
+		t.Errorf("incremental round: %d users in %d items (%d+%d repeats), want %d items: %v", len(seen), len(items), same, later, want, pages)
+	}
+	for _, it := range items {
+		if _, ok := it["manager@delta"]; ok {
+			t.Errorf("manager@delta on a user whose manager did not change: %v", it)
+		}
+	}
+
+	f.srv.SetDeltaRepeatEvery(0)
+	if items, _, _ := f.round(t, sel); len(items) != 23 {
+		t.Errorf("after turning repeats off: %d items", len(items))
+	}
 }

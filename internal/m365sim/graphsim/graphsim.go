@@ -40,6 +40,12 @@ type Options struct {
 	DeltaValidity time.Duration    // delta token lifetime; default 7 days
 	Now           func() time.Time // default time.Now
 
+	// DeltaRepeatEvery, when > 0, makes delta rounds (initial and
+	// incremental) send some users twice: every DeltaRepeatEvery-th user
+	// item of a round appears again later in the round (see
+	// SetDeltaRepeatEvery). 0, the default, sends each user once.
+	DeltaRepeatEvery int
+
 	// PageDelay, when set, is called before every page of /users and
 	// /users/delta (per-page latency); an error abandons the request.
 	PageDelay func(ctx context.Context) error
@@ -57,8 +63,9 @@ type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	epoch atomic.Int64 // delta tokens minted in an older epoch are expired
-	reset atomic.Bool  // the next delta-link request answers 410
+	epoch  atomic.Int64 // delta tokens minted in an older epoch are expired
+	reset  atomic.Bool  // the next delta-link request answers 410
+	repeat atomic.Int64 // DeltaRepeatEvery, changeable at run time
 
 	item http.Handler // target of $batch items
 }
@@ -90,6 +97,7 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: opts, store: opts.Store, base: opts.BaseURL + "/v1.0", log: opts.Logger, now: opts.Now}
+	s.SetDeltaRepeatEvery(opts.DeltaRepeatEvery)
 	s.item = http.HandlerFunc(s.serveAPI)
 	if opts.WrapBatchItem != nil {
 		s.item = opts.WrapBatchItem(s.item)
@@ -104,6 +112,26 @@ func (s *Server) ExpireDeltaTokens() { s.epoch.Add(1) }
 // ResetDelta makes the next request of a delta link answer 410 Gone with a
 // Location header naming a fresh initial delta URL.
 func (s *Server) ResetDelta() { s.reset.Store(true) }
+
+// SetDeltaRepeatEvery sets how delta rounds repeat users: with n > 0 every
+// n-th user item of a round (counted from the round's first item, across
+// pages; @removed items are not counted) is sent again two user items later
+// on the same page, or at the start of the next page when its page ends
+// first, or at the end of the round's last page. The repeat carries the
+// user's values at the time it is sent: the same, or newer when the user
+// changed meanwhile. n <= 0 turns repeating off. Rounds already under way
+// pick the setting up on their next page.
+//
+// Source: learn.microsoft.com/graph/delta-query-overview, "A single entity
+// can be contained multiple times in the response" (also reported in
+// microsoftgraph/microsoft-graph-docs#5363: the same user on several pages
+// of one round). [inferred] The pattern itself (which users, how far apart)
+// is the simulator's own, chosen to be deterministic; Graph's is not
+// documented.
+func (s *Server) SetDeltaRepeatEvery(n int) { s.repeat.Store(int64(max(n, 0))) }
+
+// DeltaRepeatEvery returns the setting SetDeltaRepeatEvery made.
+func (s *Server) DeltaRepeatEvery() int { return int(s.repeat.Load()) }
 
 // ServeHTTP serves /v1.0/... paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

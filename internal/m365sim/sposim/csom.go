@@ -33,8 +33,6 @@ const (
 	csomTypeServer       = "Microsoft.SharePoint.Client.ServerException"
 	csomCodeArgument     = -2147024809
 	csomTypeArgument     = "System.ArgumentException"
-	csomCodeNotFound     = -2147024894
-	csomTypeNotFound     = "System.IO.FileNotFoundException"
 )
 
 // csomError is an error a ProcessQuery response reports in ErrorInfo.
@@ -296,7 +294,18 @@ func (s *Server) callMethod(target any, name string, params *xParams) (any, *cso
 		}
 		j := s.jobs[id]
 		if j == nil {
-			// SharePoint cannot determine the state of a job it does not know.
+			// [inferred] No public source shows SharePoint's answer for a job
+			// id it does not know (or no longer knows: deleted jobs): neither
+			// pnp/powershell (src/Commands/UserProfiles/GetUPABulkImportStatus.cs,
+			// NewUPABulkImportJob.cs), pnp/pnpjs (packages/sp-admin/office-tenant.ts)
+			// nor any public issue handles or quotes one. The simulator answers
+			// a job object, not an error and not IsNull, with the asked JobId,
+			// State 0 (Unknown, "the state cannot be determined" in the bulk
+			// API article of SharePoint/sp-dev-docs), Error 0 and null
+			// ErrorMessage, LogFolderUri and SourceUri. This is the answer a
+			// client can least tell from a real job, so a client that relies
+			// on an error or on IsNull for an unknown job fails here. Pinned by
+			// TestCSOMUnknownJob.
 			return jobObj{info: JobInfo{JobID: id}}, nil
 		}
 		s.tickLocked(j)

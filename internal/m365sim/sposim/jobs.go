@@ -3,7 +3,6 @@ package sposim
 import (
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -49,7 +48,7 @@ type job struct {
 	idProp    string
 	propMap   map[string]string // JSON key -> UPA property
 	sourceURI string            // as the client sent it
-	filePath  string            // server-relative path of the source file
+	filePath  string            // server-relative path of the source file, once processing found it
 	state     int
 	errCode   int
 	errMsg    string
@@ -74,6 +73,17 @@ func (j *job) info() JobInfo {
 
 // queueLocked validates a QueueImportProfileProperties call and creates the
 // job. The caller holds s.mu.
+//
+// The call checks only its arguments and the property map; the source file
+// is not looked at until the job is processed, where a missing file ends the
+// job in DataFileNotExist (20) and a file outside the tenant in
+// DataFileNotInTenant (21). Sources: SharePoint/sp-dev-docs
+// docs/solution-guidance/Bulk-user-profile-update-api-for-sharepoint-online.md
+// documents these as job errors ("DataFileNotExist - The data source file
+// could not be found", "DataFileNotInTenant - The data source file did not
+// belong to the same tenant"); the CSOM doc comment reproduced in pnp/pnpjs
+// packages/sp-admin/office-tenant.ts says the queue call "doesn't download
+// the source data or do the import, it simply adds it to a queue".
 func (s *Server) queueLocked(idType int, idProp string, pmap []mapEntry, src string) (string, *csomError) {
 	if idType < 0 || idType > 2 {
 		return "", &csomError{code: csomCodeArgument, typeName: csomTypeArgument,
@@ -83,7 +93,7 @@ func (s *Server) queueLocked(idType int, idProp string, pmap []mapEntry, src str
 		return "", &csomError{code: csomCodeArgument, typeName: csomTypeArgument,
 			msg: "The sourceDataIdProperty cannot be empty. Parameter name: sourceDataIdProperty"}
 	}
-	var missing, editable, taxonomy, multi []string
+	var missing, editable, taxonomy []string
 	m := make(map[string]string, len(pmap))
 	for _, e := range pmap {
 		if e.from == "" {
@@ -97,10 +107,14 @@ func (s *Server) queueLocked(idType int, idProp string, pmap []mapEntry, src str
 			missing = append(missing, e.to)
 		case d.EditableByUser:
 			editable = append(editable, d.Name)
-		case d.Taxonomy:
+		case d.Taxonomy, d.MultiValued:
+			// SharePoint refuses a multi-valued string property with the
+			// same words as a taxonomy property: "Property Names [X] are
+			// Taxonomic Properties" (SharePoint/sp-dev-docs#7159), so both
+			// kinds share one list and one message. The ErrorCode and
+			// ErrorTypeName (ServerException, -2146233088) are [inferred]:
+			// the report quotes only the message.
 			taxonomy = append(taxonomy, d.Name)
-		case d.MultiValued:
-			multi = append(multi, d.Name)
 		}
 	}
 	for _, c := range []struct {
@@ -110,20 +124,18 @@ func (s *Server) queueLocked(idType int, idProp string, pmap []mapEntry, src str
 		{missing, "do not exist"},
 		{editable, "are editable by user"},
 		{taxonomy, "are Taxonomic Properties"},
-		{multi, "are multi-valued properties"},
 	} {
 		if len(c.names) > 0 {
 			return "", serverError(csomCodeServer, "Property Names [%s] %s.", strings.Join(c.names, ", "), c.what)
 		}
 	}
-	f, cerr := s.sourceFileLocked(src)
-	if cerr != nil {
+	if cerr := checkSourceArg(src); cerr != nil {
 		return "", cerr
 	}
 	now := s.now()
 	j := &job{
 		id: uuid.NewString(), idType: idType, idProp: idProp, propMap: m, sourceURI: src,
-		filePath: f.path, state: stateSubmitted, submitted: now, stepAt: now,
+		state: stateSubmitted, submitted: now, stepAt: now,
 	}
 	s.jobs[j.id] = j
 	s.jobOrder = append(s.jobOrder, j.id)
@@ -136,32 +148,73 @@ func (s *Server) queueLocked(idType int, idProp string, pmap []mapEntry, src str
 	return j.id, nil
 }
 
-// sourceFileLocked finds the file a sourceUri names. The URI may carry raw
-// spaces or percent-encoding.
-func (s *Server) sourceFileLocked(src string) (*file, *csomError) {
+// checkSourceArg is the queue-time check of sourceUri: only that it is an
+// absolute URI (argument validity), not that the file exists or lies in the
+// tenant. [inferred] SharePoint's wording for a malformed sourceUri is not
+// public; the ArgumentException shape follows the other argument errors.
+func checkSourceArg(src string) *csomError {
 	raw := strings.TrimSpace(src)
 	if raw == "" {
-		return nil, &csomError{code: csomCodeArgument, typeName: csomTypeArgument,
+		return &csomError{code: csomCodeArgument, typeName: csomTypeArgument,
 			msg: "The sourceUri cannot be empty. Parameter name: sourceUri"}
 	}
-	u, err := url.Parse(strings.ReplaceAll(raw, " ", "%20"))
-	if err != nil || !u.IsAbs() || u.Host == "" {
-		return nil, &csomError{code: csomCodeArgument, typeName: csomTypeArgument,
+	if !absoluteURI(raw) {
+		return &csomError{code: csomCodeArgument, typeName: csomTypeArgument,
 			msg: fmt.Sprintf("The sourceUri '%s' is not a valid absolute URI. Parameter name: sourceUri", src)}
 	}
-	p := u.Path
-	bp := strings.TrimRight(s.base.Path, "/")
-	inTenant := strings.EqualFold(u.Scheme, s.base.Scheme) && strings.EqualFold(u.Host, s.base.Host) &&
-		(bp == "" || strings.HasPrefix(key(p), key(bp)+"/"))
-	if !inTenant {
-		return nil, serverError(csomCodeServer, "The source URI '%s' is not in the tenant.", src)
+	return nil
+}
+
+// absoluteURI reports whether raw starts with scheme://host.
+func absoluteURI(raw string) bool {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || scheme == "" {
+		return false
 	}
-	f := s.lookupFile(p[len(bp):])
+	for i, r := range scheme {
+		letter := (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
+		if !letter && (i == 0 || !((r >= '0' && r <= '9') || r == '+' || r == '-' || r == '.')) {
+			return false
+		}
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	host, _, _ = strings.Cut(host, "?")
+	host, _, _ = strings.Cut(host, "#")
+	return host != ""
+}
+
+// sourceFileLocked finds the file a job's sourceUri names when the job is
+// processed, or the job-level outcome when there is none.
+//
+// The URI is looked up literally: it must be the tenant's origin (scheme and
+// host compared without regard to case) followed by the file's
+// server-relative URL as SharePoint names it, spaces as spaces. Path
+// segments compare without regard to case (SharePoint URLs are
+// case-insensitive). A percent-encoded form such as
+// ".../Shared%20Documents/..." is NOT decoded, so it does not match a
+// library whose name has a space and the job ends in DataFileNotExist (20).
+// [inferred] Nothing public shows SharePoint decoding a sourceUri: every
+// public caller passes the unencoded URL ("https://host" + ServerRelativeUrl
+// in pnp/powershell src/Commands/Utilities/SharePointUserProfileSync.cs and
+// New-PnPUPABulkImportJob; the sample in SharePoint/sp-dev-docs
+// docs/solution-guidance/Bulk-user-profile-update-api-for-sharepoint-online.md;
+// pnp/powershell#1602 and #2896), so the simulator refuses the encoded form
+// rather than let a client depend on a decoding that may not exist.
+//
+// A URI outside the tenant's origin ends the job in DataFileNotInTenant (21)
+// (the job error the bulk API article documents for a file that is not in
+// the tenant's SharePoint).
+func (s *Server) sourceFileLocked(src string) (*file, outcome) {
+	raw := strings.TrimSpace(src)
+	n := len(s.baseURL)
+	if len(raw) <= n || !strings.EqualFold(raw[:n], s.baseURL) || raw[n] != '/' {
+		return nil, outcome{code: jobErrNotInTenant, msg: msgNotInTenant}
+	}
+	f := s.lookupFile(raw[n:])
 	if f == nil {
-		return nil, &csomError{code: csomCodeNotFound, typeName: csomTypeNotFound,
-			msg: fmt.Sprintf("The source file '%s' does not exist.", src)}
+		return nil, outcome{code: jobErrNotExist, msg: msgNotExist}
 	}
-	return f, nil
+	return f, outcome{}
 }
 
 // deleteJobLocked deletes a job that has not started yet.
@@ -260,10 +313,11 @@ func (s *Server) writeLogLocked(j *job, lines []string) error {
 // records to the profiles. The caller holds s.mu, so the file cannot change
 // between the validating and the applying pass.
 func (s *Server) importLocked(j *job, apply bool) outcome {
-	f := s.lookupFile(j.filePath)
+	f, o := s.sourceFileLocked(j.sourceURI)
 	if f == nil {
-		return outcome{code: jobErrNotExist, msg: msgNotExist}
+		return o
 	}
+	j.filePath = f.path
 	if f.size > s.maxFileBytes {
 		return outcome{code: jobErrTooBig, msg: msgTooBig}
 	}
@@ -276,7 +330,20 @@ func (s *Server) importLocked(j *job, apply bool) outcome {
 		return newTextReader(fh), nil
 	}
 	sc := scanner{idProp: j.idProp, mapped: func(k string) bool { _, ok := j.propMap[k]; return ok }, maxProps: s.maxProps}
-	if o, err := sc.run(open, nil); err != nil || o.code != jobErrNone {
+	// The validating pass also counts the rows of each profile, so that the
+	// applying pass can refuse every row of a profile the file names more
+	// than once (one map entry per profile: linear in the file).
+	var rows map[string]int
+	var count func([]pair)
+	if apply {
+		rows = map[string]int{}
+		count = func(rec []pair) {
+			if _, oid, problem := s.identifyLocked(j, rec); problem == "" {
+				rows[oid]++
+			}
+		}
+	}
+	if o, err := sc.run(open, count); err != nil || o.code != jobErrNone {
 		return s.failedScan(j, o, err)
 	}
 	if !apply {
@@ -284,7 +351,7 @@ func (s *Server) importLocked(j *job, apply bool) outcome {
 	}
 	var lines []string
 	o, err := sc.run(open, func(rec []pair) {
-		if line := s.applyRecordLocked(j, rec); line != "" {
+		if line := s.applyRecordLocked(j, rec, rows); line != "" {
 			lines = append(lines, line)
 		}
 	})
@@ -305,21 +372,45 @@ func (s *Server) failedScan(j *job, o outcome, err error) outcome {
 	return o
 }
 
-// applyRecordLocked writes one record to its user's profile, or returns the
-// log line saying why it could not.
-func (s *Server) applyRecordLocked(j *job, rec []pair) string {
-	id, has := "", false
+// identifyLocked finds the identity a record carries and the profile (object
+// id) it resolves to, or returns the log line saying why it has none.
+func (s *Server) identifyLocked(j *job, rec []pair) (id, oid, problem string) {
+	has := false
 	for _, p := range rec {
 		if p.k == j.idProp {
 			id, has = p.v, true
 		}
 	}
 	if !has || id == "" {
-		return "MissingIdentity\t\tThe identity is missing for the user object"
+		return id, "", "MissingIdentity\t\tThe identity is missing for the user object"
 	}
 	oid, ok := s.resolve(j.idType, id)
 	if !ok || oid == "" {
-		return "IdentityNotResolvable\t" + id + "\tUser identity cannot be resolved"
+		return id, "", "IdentityNotResolvable\t" + id + "\tUser identity cannot be resolved"
+	}
+	return id, oid, ""
+}
+
+// applyRecordLocked writes one record to its user's profile, or returns the
+// log line saying why it could not. rows counts the records of each profile
+// in the file.
+//
+// A profile named by two or more records of one file is not changed at all:
+// each of its records gets a GenericError line and the other users of the
+// file are imported. Reported in
+// techmikael.com/2016/08/why-you-should-use-azure-ad-ids-and-not.html
+// ("GenericError <id> System.Data.SqlClient.SqlException ... Input data
+// contains multiple instances of the same single-value property for
+// RecordId ..."). [inferred] one line per record (with that record's
+// identity) and the object id standing in for UPA's numeric RecordId: the
+// report shows a single line and SharePoint's record ids are not public.
+func (s *Server) applyRecordLocked(j *job, rec []pair, rows map[string]int) string {
+	id, oid, problem := s.identifyLocked(j, rec)
+	if problem != "" {
+		return problem
+	}
+	if rows[oid] > 1 {
+		return "GenericError\t" + id + "\tSqlException: Input data contains multiple instances of the same single-value property for RecordId " + oid + "."
 	}
 	prof := s.profiles[oid]
 	if prof == nil {

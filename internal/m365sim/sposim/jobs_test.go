@@ -141,6 +141,26 @@ func TestImportOutcomes(t *testing.T) {
 				"IdentityNotResolvable\tnobody\tUser identity cannot be resolved",
 			},
 			profiles: map[string]map[string]string{ann: {"CostCenter": "4"}}},
+		// techmikael.com/2016/08/why-you-should-use-azure-ad-ids-and-not.html:
+		// two rows of one profile fail that profile; the others import.
+		{name: "same user twice", content: `{"value":[{` + goodID + `,"CostCenter":"1"},{"IdName":"` + bob + `","CostCenter":"2"},{` + goodID + `,"HomePhone":"3"}]}`,
+			before: func(s *Server) { s.profiles[ann] = map[string]string{"CostCenter": "old"} },
+			state:  stateError, errCode: 30,
+			log: []string{
+				"GenericError\t" + ann + "\tSqlException: Input data contains multiple instances of the same single-value property for RecordId " + ann + ".",
+				"GenericError\t" + ann + "\tSqlException: Input data contains multiple instances of the same single-value property for RecordId " + ann + ".",
+			},
+			profiles: map[string]map[string]string{ann: {"CostCenter": "old"}, bob: {"CostCenter": "2"}}},
+		{name: "same profile by two identities", idType: 2,
+			content: `{"value":[{"IdName":"ann@contoso.com","CostCenter":"1"},{"IdName":"ANN@contoso.com","CostCenter":"2"},{"IdName":"nobody","CostCenter":"3"},{"IdName":"nobody","CostCenter":"4"}]}`,
+			state:   stateError, errCode: 30,
+			log: []string{
+				"GenericError\tann@contoso.com\tSqlException: Input data contains multiple instances of the same single-value property for RecordId " + ann + ".",
+				"GenericError\tANN@contoso.com\tSqlException: Input data contains multiple instances of the same single-value property for RecordId " + ann + ".",
+				"IdentityNotResolvable\tnobody\tUser identity cannot be resolved",
+				"IdentityNotResolvable\tnobody\tUser identity cannot be resolved",
+			},
+			profiles: map[string]map[string]string{}},
 		{name: "too many properties", content: `{"value":[{` + goodID + `,"CostCenter":"1"},{"IdName":"` + bob + `","CostCenter":"2"}]}`,
 			before: func(s *Server) { s.maxProps = 3 }, state: stateError, errCode: 22, profiles: map[string]map[string]string{}},
 		{name: "exactly the property limit", content: `{"value":[{` + goodID + `,"CostCenter":"1"},{"IdName":"` + bob + `"}]}`,
@@ -290,7 +310,7 @@ func BenchmarkImport(b *testing.B) {
 		b.Fatal(err)
 	}
 	s.mu.Unlock()
-	j := &job{idType: 1, idProp: "IdName", propMap: map[string]string{"CostCenter": "CostCenter", "HomePhone": "HomePhone"}, filePath: libPath + "/in.json"}
+	j := &job{idType: 1, idProp: "IdName", propMap: map[string]string{"CostCenter": "CostCenter", "HomePhone": "HomePhone"}, sourceURI: testBase + libPath + "/in.json"}
 	b.SetBytes(int64(sb.Len()))
 	b.ReportAllocs()
 	for b.Loop() {

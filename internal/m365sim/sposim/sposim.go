@@ -336,9 +336,9 @@ var jobErrorMessages = map[int]string{
 }
 
 // FailJobWith ends an unfinished job in Error with a job-level error code
-// (1, 20, 21, 22 or 23) and no log folder. It is how tests reach
-// DataFileNotInTenant (21), which the queue call's own checks otherwise
-// prevent.
+// (1, 20, 21, 22 or 23) and no log folder. Processing reaches 20 and 21 by
+// itself (a sourceUri naming no file, or one outside the tenant); this lets
+// tests force any of them on a job whose file is fine.
 func (s *Server) FailJobWith(id string, code int) error {
 	msg, ok := jobErrorMessages[code]
 	if !ok {
