@@ -28,15 +28,19 @@ import (
 // the heap must not grow with the number of users. What does grow, up to a
 // fixed cap, is the cache of managers (at most 20,000, a few MB); the
 // 300,000-user case shows the plateau once the cache is full.
+//
+// "repeat=20" runs the same sync with Graph repeating every 20th user (as
+// real delta rounds may): the cost of sending each user once.
 func BenchmarkPipeline(b *testing.B) {
 	for _, users := range []int{10000, 100000, 300000} {
 		b.Run("users="+strconv.Itoa(users), func(b *testing.B) { benchPipeline(b, users) })
 	}
+	b.Run("users=100000/repeat=20", func(b *testing.B) { benchPipeline(b, 100000, "--delta-repeat", "20") })
 }
 
-func benchPipeline(b *testing.B, users int) {
+func benchPipeline(b *testing.B, users int, simArgs ...string) {
 	az := testenv.Azurite(b)
-	simEnv := startSimProcess(b, users)
+	simEnv := startSimProcess(b, users, simArgs...)
 	env := map[string]string{
 		"AzureWebJobsStorage": az.ConnectionString,
 		"SYNC_CONTAINER":      testenv.Name(b, "bench"),
@@ -109,14 +113,15 @@ func benchPipeline(b *testing.B, users int) {
 }
 
 // startSimProcess builds and starts cmd/m365sim and returns the settings it prints.
-func startSimProcess(b *testing.B, users int) map[string]string {
+func startSimProcess(b *testing.B, users int, extra ...string) map[string]string {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), "m365sim")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/m365sim").CombinedOutput(); err != nil {
 		b.Fatalf("building m365sim: %v\n%s", err, out)
 	}
 	// Jobs never start (an hour per step): the benchmark measures the handler, not SharePoint.
-	cmd := exec.Command(bin, "--port", "0", "--users", strconv.Itoa(users), "--seed", "5", "--job-step", "1h", "--identity-header", "bench")
+	args := append([]string{"--port", "0", "--users", strconv.Itoa(users), "--seed", "5", "--job-step", "1h", "--identity-header", "bench"}, extra...)
+	cmd := exec.Command(bin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)

@@ -247,7 +247,17 @@ func (w *Writer) rewrite(f File, first uint32) (File, error) {
 	nf.Bytes = int64(len(header))
 	row := first
 	for {
-		line, err := br.ReadBytes('\n')
+		// ReadSlice reuses the reader's buffer: no allocation per record
+		// unless one is longer than the buffer.
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long := append([]byte(nil), line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = br.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
+		}
 		if err != nil {
 			return fail(fmt.Errorf("reading a record: %w", err))
 		}

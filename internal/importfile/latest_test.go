@@ -3,6 +3,7 @@ package importfile
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -188,10 +189,21 @@ func TestRecordProperties(t *testing.T) {
 	}
 }
 
-// BenchmarkPutRepeats writes 100,000 users per operation, 1% of them seen
-// twice, and reports the cost of keeping one row per user (compare with
-// BenchmarkWrite).
-func BenchmarkPutRepeats(b *testing.B) {
+// BenchmarkPut writes 100,000 users per operation through Put (one row per
+// user), none, 1% or 10% of them seen twice, and reports the cost of
+// keeping one row per user; BenchmarkWrite, which keeps every row, is the
+// baseline of the same run.
+func BenchmarkPut(b *testing.B) {
+	for _, every := range []int{0, 100, 10} {
+		name := "repeats=0%"
+		if every > 0 {
+			name = fmt.Sprintf("repeats=%d%%", 100/every)
+		}
+		b.Run(name, func(b *testing.B) { benchPut(b, every) })
+	}
+}
+
+func benchPut(b *testing.B, every int) {
 	const records = 100_000
 	dir := b.TempDir()
 	keys := make([]string, records)
@@ -207,7 +219,7 @@ func BenchmarkPutRepeats(b *testing.B) {
 			if err := w.Put(Appearance{Key: k, Seq: seq, ID: k, Values: benchValues}); err != nil {
 				b.Fatal(err)
 			}
-			if i%100 == 0 && i > 0 { // a replay of an earlier user
+			if every > 0 && i%every == 0 && i > 0 { // a replay of an earlier user
 				seq++
 				if err := w.Put(Appearance{Key: keys[i/2], Seq: seq, ID: keys[i/2], Values: benchValues}); err != nil {
 					b.Fatal(err)
@@ -220,4 +232,22 @@ func BenchmarkPutRepeats(b *testing.B) {
 		w.Abort()
 	}
 	b.ReportMetric(float64(records)*float64(b.N)/b.Elapsed().Seconds(), "users/s")
+}
+
+func TestCompactKeepsRecordsLongerThanItsBuffer(t *testing.T) {
+	w := NewWriter(t.TempDir(), Limits{})
+	long := strings.Repeat("é\"\\x", bufferSize/2) // about 3 buffers once encoded
+	w.Put(Appearance{Key: "a", ID: "a", Values: []KV{{"V", long}}})
+	w.Put(Appearance{Key: "b", ID: "b", Values: []KV{{"V", "old"}}})
+	w.Put(Appearance{Key: "c", ID: "c", Values: []KV{{"V", long + "c"}}})
+	w.Put(Appearance{Key: "b", ID: "b", Values: []KV{{"V", "new"}}})
+	files, err := w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	got := rowsOf(t, files)
+	if len(got) != 3 || got["a"]["V"] != long || got["c"]["V"] != long+"c" || got["b"]["V"] != "new" {
+		t.Errorf("rows after compaction: %d users, b = %q", len(got), got["b"]["V"])
+	}
 }
