@@ -112,8 +112,9 @@ func checkProfiles(t *testing.T, s *stack) int {
 			continue
 		}
 		for k, want := range expected(u, byID) {
-			if got[k] != want {
-				t.Errorf("user %s %s = %q, want %q", u.ID, k, got[k], want)
+			// A property never sent is absent; one cleared is "".
+			if v, sent := got[k]; !sent || v != want {
+				t.Errorf("user %s %s = %q (sent: %v), want %q", u.ID, k, v, sent, want)
 			}
 		}
 		checked++

@@ -425,11 +425,12 @@ func (s *Server) applyRecordLocked(j *job, rec []pair, rows map[string]int) stri
 		if d, ok := s.property(name); ok {
 			name = d.Name
 		}
-		if p.v == "" {
-			delete(prof, name)
-		} else {
-			prof[name] = p.v
-		}
+		// An empty value clears the property: it is kept as "", so that a
+		// property cleared and one never sent can be told apart. (PnP's sync
+		// relies on "" clearing a value; the bulk API article's sample file
+		// carries empty strings: SharePoint/sp-dev-docs
+		// docs/solution-guidance/Bulk-user-profile-update-api-for-sharepoint-online.md.)
+		prof[name] = p.v
 	}
 	return ""
 }

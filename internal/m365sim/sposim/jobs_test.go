@@ -100,7 +100,7 @@ func TestImportOutcomes(t *testing.T) {
 			state: stateSucceeded, profiles: map[string]map[string]string{ann: {"CostCenter": "4711", "HomePhone": "+1 555", "Building": "B1"}}},
 		{name: "empty string clears", content: bom + `{"value":[{` + goodID + `,"CostCenter":"","HomePhone":"2"}]}`,
 			before: func(s *Server) { s.profiles[ann] = map[string]string{"CostCenter": "old", "Division": "keep"} },
-			state:  stateSucceeded, profiles: map[string]map[string]string{ann: {"HomePhone": "2", "Division": "keep"}}},
+			state:  stateSucceeded, profiles: map[string]map[string]string{ann: {"CostCenter": "", "HomePhone": "2", "Division": "keep"}}},
 		{name: "other top-level keys ignored", content: `{"odata.metadata":{"x":[1,2]},"value":[{` + goodID + `,"CostCenter":"1"}],"n":null}`,
 			state: stateSucceeded, profiles: map[string]map[string]string{ann: {"CostCenter": "1"}}},
 		{name: "empty value array", content: `{"value":[]}`, state: stateSucceeded, profiles: map[string]map[string]string{}},
