@@ -307,6 +307,13 @@ func TestBadMappingUploadsNothing(t *testing.T) {
 	if n := s.sim.Directory.Len(); n == 0 {
 		t.Fatal("empty directory")
 	}
+	// Nothing reached SharePoint or Graph: the mapping is refused before
+	// any user is read or any file written.
+	for _, r := range s.sim.Requests.All() {
+		if strings.Contains(r.Path, "/_api/") || strings.Contains(r.Path, "/_vti_bin/") || strings.Contains(r.Path, "/users") {
+			t.Errorf("a bad mapping still led to %s %s", r.Method, r.Path)
+		}
+	}
 }
 
 func TestUserSwitchesAndEmailIDs(t *testing.T) {

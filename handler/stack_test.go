@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -63,8 +65,10 @@ type stack struct {
 	url       string
 	blobs     *azstorage.Blobs
 	queue     *azstorage.Queue
+	runs      *azstorage.Queue // SYNC_RUN_QUEUE: what POST /api/sync hands to SyncRun
 	container string
 	qname     string
+	runQName  string
 	out       *syncBuffer
 }
 
@@ -106,7 +110,7 @@ func startStack(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sim.Close() })
-	s := &stack{t: t, sim: sim, container: testenv.Name(t, "ps"), qname: testenv.Name(t, "psq"), out: &syncBuffer{}}
+	s := &stack{t: t, sim: sim, container: testenv.Name(t, "ps"), qname: testenv.Name(t, "psq"), runQName: testenv.Name(t, "psr"), out: &syncBuffer{}}
 	port := testenv.FreePort(t)
 	s.url = "http://127.0.0.1:" + strconv.Itoa(port)
 	s.env = append([]string{
@@ -117,6 +121,7 @@ func startStack(t testing.TB, o stackOptions) *stack {
 		"AzureWebJobsStorage=" + az.ConnectionString,
 		"SYNC_CONTAINER=" + s.container,
 		"SYNC_STATUS_QUEUE=" + s.qname,
+		"SYNC_RUN_QUEUE=" + s.runQName,
 		"SPO_FOLDER=Shared Documents/Profile Imports",
 	}, sim.Env()...)
 	s.env = append(s.env, o.extra...)
@@ -131,8 +136,14 @@ func startStack(t testing.TB, o stackOptions) *stack {
 	if s.queue, err = azstorage.NewQueue(conn, nil, s.qname); err != nil {
 		t.Fatal(err)
 	}
+	if s.runs, err = azstorage.NewQueue(conn, nil, s.runQName); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	if err := s.blobs.EnsureContainer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.runs.EnsureQueue(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -253,8 +264,11 @@ func (s *stack) state() syncer.State {
 	s.t.Helper()
 	var st syncer.State
 	data, _, err := s.blobs.Get(context.Background(), syncer.StateBlob)
+	if errors.Is(err, fs.ErrNotExist) {
+		return st // no state yet
+	}
 	if err != nil {
-		return st
+		s.t.Fatalf("reading %s: %v", syncer.StateBlob, err)
 	}
 	if err := json.Unmarshal(data, &st); err != nil {
 		s.t.Fatal(err)
