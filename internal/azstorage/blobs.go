@@ -192,6 +192,27 @@ func (b *Blobs) Delete(ctx context.Context, name string, ifMatch string) error {
 // sync keeps: more than DefaultListLimit matches is an error rather than a
 // silently truncated answer.
 func (b *Blobs) List(ctx context.Context, prefix string) ([]BlobInfo, error) {
+	var out []BlobInfo
+	err := b.Each(ctx, prefix, func(info BlobInfo) error {
+		if len(out) == b.listLimit {
+			return fmt.Errorf("listing blobs under %q: more than %d blobs", prefix, b.listLimit)
+		}
+		out = append(out, info)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ErrStop, returned by an Each callback, ends the listing without error.
+var ErrStop = errors.New("stop listing")
+
+// Each streams the blobs under prefix, in name order, page by page: memory
+// stays at one page however many blobs there are. fn returning ErrStop
+// ends the listing early; any other error ends it with that error.
+func (b *Blobs) Each(ctx context.Context, prefix string, fn func(BlobInfo) error) error {
 	var opts container.ListBlobsFlatOptions
 	if prefix != "" {
 		opts.Prefix = &prefix
@@ -200,18 +221,14 @@ func (b *Blobs) List(ctx context.Context, prefix string) ([]BlobInfo, error) {
 		opts.MaxResults = &b.pageSize
 	}
 	pager := b.container.NewListBlobsFlatPager(&opts)
-	var out []BlobInfo
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("listing blobs under %q: %w", prefix, err)
+			return fmt.Errorf("listing blobs under %q: %w", prefix, err)
 		}
 		for _, item := range page.Segment.BlobItems {
 			if item == nil || item.Name == nil {
 				continue
-			}
-			if len(out) == b.listLimit {
-				return nil, fmt.Errorf("listing blobs under %q: more than %d blobs", prefix, b.listLimit)
 			}
 			info := BlobInfo{Name: *item.Name}
 			if p := item.Properties; p != nil {
@@ -223,10 +240,14 @@ func (b *Blobs) List(ctx context.Context, prefix string) ([]BlobInfo, error) {
 					info.LastModified = *p.LastModified
 				}
 			}
-			out = append(out, info)
+			if err := fn(info); errors.Is(err, ErrStop) {
+				return nil
+			} else if err != nil {
+				return err
+			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func etagString(e *azcore.ETag) string {

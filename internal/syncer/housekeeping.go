@@ -38,6 +38,18 @@ type Housekeeper struct {
 	// Max bounds the jobs cleaned in one sweep (default 100), so a first sweep
 	// over a long history does not hold up a sync.
 	Max int
+	// Retain is how long Prune keeps the records of finished work (0 keeps
+	// them all); Walk lists them; MaxPrune bounds one Prune (default
+	// DefaultMaxPrune).
+	Retain   time.Duration
+	Walk     Walker
+	MaxPrune int
+}
+
+// cleanable reports whether housekeeping deletes a job's files once due:
+// jobs that ended (a TimedOut job's file may still be read by SharePoint).
+func cleanable(rec JobRecord) bool {
+	return rec.State == profile.Succeeded.String() || rec.State == profile.Error.String()
 }
 
 // Sweep cleans what is due and reports how many jobs it cleaned.
@@ -82,7 +94,7 @@ func (h *Housekeeper) Sweep(ctx context.Context) (int, error) {
 			log.Warn("housekeeping: unreadable job record", "blob", name, "err", err)
 			continue
 		}
-		if !rec.Cleaned.IsZero() || (rec.State != profile.Succeeded.String() && rec.State != profile.Error.String()) {
+		if !rec.Cleaned.IsZero() || !cleanable(rec) {
 			continue
 		}
 		born := rec.QueuedAt

@@ -3,9 +3,11 @@ package syncer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,5 +73,106 @@ func TestHousekeepingDeletesOnlyWhatIsDue(t *testing.T) {
 	// Off by default.
 	if n, _ := (&Housekeeper{}).Sweep(context.Background()); n != 0 {
 		t.Error("housekeeping ran without After")
+	}
+}
+
+// walker walks memBlobs in name order, with write times from written
+// (zero when unset).
+type walker struct {
+	b       *memBlobs
+	written map[string]time.Time
+}
+
+func (w walker) Walk(_ context.Context, prefix string, fn func(string, time.Time) error) error {
+	w.b.mu.Lock()
+	var names []string
+	for n := range w.b.data {
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
+	}
+	w.b.mu.Unlock()
+	slices.Sort(names)
+	for _, n := range names {
+		if err := fn(n, w.written[n]); errors.Is(err, ErrStopWalk) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestPruneKeepsWhatIsFollowed(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	b := newMemBlobs()
+	w := walker{b: b, written: map[string]time.Time{}}
+	put := func(name string, v any, written time.Time) {
+		data, _ := json.Marshal(v)
+		b.put(name, data)
+		w.written[name] = written
+	}
+	runAt := func(d time.Duration) string { return NewRunID(now.Add(-d)) }
+	old1, old2, young, current := runAt(100*24*time.Hour), runAt(95*24*time.Hour), runAt(10*24*time.Hour), runAt(120*24*time.Hour)
+	for _, id := range []string{old1, old2, young, current} {
+		put(RunsPrefix+id+".json", Run{ID: id}, now)
+	}
+	b.put(CurrentBlob, []byte(`{"runId":"`+current+`"}`))
+	// old2 has a job still followed (requeued long ago, still Processing).
+	put(PollsPrefix+"followed.json", PollState{JobID: "followed", RunID: old2}, now)
+	// A poll document left behind by a job already recorded.
+	put(PollsPrefix+"done.json", PollState{JobID: "done", RunID: old1}, now)
+	put(JobsPrefix+"done.json", JobRecord{JobID: "done", State: "Succeeded"}, now.Add(-200*24*time.Hour))
+	put(JobsPrefix+"old.json", JobRecord{JobID: "old", State: "Error"}, now.Add(-91*24*time.Hour))
+	put(JobsPrefix+"new.json", JobRecord{JobID: "new", State: "Succeeded"}, now.Add(-89*24*time.Hour))
+	put(JobsPrefix+"uncleaned.json", JobRecord{JobID: "uncleaned", State: "Succeeded"}, now.Add(-150*24*time.Hour))
+
+	h := &Housekeeper{Blobs: b, Walk: w, Retain: 90 * 24 * time.Hour, After: 120 * 24 * time.Hour, Now: func() time.Time { return now }}
+	// With file housekeeping after 120 days, "uncleaned" keeps its record
+	// until its files are gone; the others have no files left to clean
+	// only if marked: mark them.
+	for _, id := range []string{"done", "old"} {
+		var rec JobRecord
+		json.Unmarshal(b.data[JobsPrefix+id+".json"], &rec)
+		rec.Cleaned = now
+		put(JobsPrefix+id+".json", rec, w.written[JobsPrefix+id+".json"])
+	}
+	got, err := h.Prune(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := func(name string) bool { _, ok := b.data[name]; return ok }
+	for name, want := range map[string]bool{
+		RunsPrefix + old1 + ".json":    false, // old, nothing followed
+		RunsPrefix + old2 + ".json":    true,  // old, but its job is followed
+		RunsPrefix + young + ".json":   true,
+		RunsPrefix + current + ".json": true, // the run under way
+		PollsPrefix + "followed.json":  true,
+		PollsPrefix + "done.json":      false,
+		JobsPrefix + "done.json":       false,
+		JobsPrefix + "old.json":        false,
+		JobsPrefix + "new.json":        true,
+		JobsPrefix + "uncleaned.json":  true, // files not cleaned yet
+	} {
+		if have(name) != want {
+			t.Errorf("%s present = %v, want %v", name, have(name), want)
+		}
+	}
+	if got.Runs != 1 || got.Jobs != 2 || got.Polls != 1 || got.More {
+		t.Errorf("pruned %+v", got)
+	}
+	// A bound: one record per prune.
+	for i := range 3 {
+		put(RunsPrefix+runAt(time.Duration(200+i)*24*time.Hour)+".json", Run{}, now)
+	}
+	h.MaxPrune = 1
+	if got, _ := h.Prune(context.Background()); got.Runs != 1 || !got.More {
+		t.Errorf("bounded prune %+v, want 1 run and more to do", got)
+	}
+	// Retention off keeps everything.
+	n := len(b.data)
+	h.Retain = 0
+	if got, _ := h.Prune(context.Background()); got != (Pruned{}) || len(b.data) != n {
+		t.Errorf("retention 0 pruned %+v", got)
 	}
 }
