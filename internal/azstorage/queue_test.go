@@ -93,8 +93,10 @@ func TestScheduleDelayed(t *testing.T) {
 		name  string
 		delay time.Duration
 	}{
+		// (Rounding of a fraction up to whole seconds is TestSeconds': a
+		// delay of a second or two here would race the machine's speed.)
 		{"30 seconds", 30 * time.Second},
-		{"fraction rounds up", 1500 * time.Millisecond},
+		{"a fraction over 20 seconds", 20*time.Second + 300*time.Millisecond},
 		{"beyond the limit is clamped", 30 * 24 * time.Hour},
 		{"exactly the limit", MaxDelay},
 	} {
