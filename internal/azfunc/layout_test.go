@@ -84,6 +84,7 @@ func TestLocalSettings(t *testing.T) {
 		{"SPO_FOLDER", regexp.MustCompile(`^.+$`)},
 		{"SYNC_CONTAINER", regexp.MustCompile(`^[a-z0-9](-?[a-z0-9])+$`)},
 		{"SYNC_STATUS_QUEUE", regexp.MustCompile(`^[a-z0-9](-?[a-z0-9])+$`)},
+		{"SYNC_RUN_QUEUE", regexp.MustCompile(`^[a-z0-9](-?[a-z0-9])+$`)},
 		{"STATUS_POLL_BACKOFF", regexp.MustCompile(`^\d+[smh](,\d+[smh])*$`)},
 		{"STATUS_POLL_MAX_AGE", regexp.MustCompile(`^\d+[smh]$`)},
 		{"IDENTITY_ENDPOINT", regexp.MustCompile(`^http://127\.0\.0\.1:\d+/`)},
@@ -176,6 +177,7 @@ func TestFunctionJSON(t *testing.T) {
 	}{
 		{"SyncTimer", "timerTrigger", "timer", false},
 		{"ImportStatus", "queueTrigger", "msg", false},
+		{"SyncRun", "queueTrigger", "msg", false},
 		{"Api", "httpTrigger", "req", true},
 	}
 	// Every folder under functions/ must be a function this table knows:

@@ -26,6 +26,7 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 	"github.com/microsoftgraph/msgraph-sdk-go/users"
 
+	"github.com/profilesync/profilesync/internal/crashpoint"
 	"github.com/profilesync/profilesync/internal/profile"
 )
 
@@ -254,6 +255,7 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 				return "", err
 			}
 		}
+		crashpoint.Hit(crashpoint.GraphPage)
 		count += len(resp.GetValue())
 		if pages%10 == 0 {
 			c.log.Info("reading users from Graph", "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())

@@ -16,6 +16,8 @@ import (
 	"os"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/profilesync/profilesync/internal/crashpoint"
 )
 
 // The default limits stay a little below SharePoint's documented maxima of
@@ -141,6 +143,7 @@ func (w *Writer) Write(id string, values []KV) error {
 	w.cur.Properties += props
 	w.cur.Bytes += int64(len(sep)) + size
 	w.rows++
+	crashpoint.Hit(crashpoint.ImportFileWrite)
 	return nil
 }
 

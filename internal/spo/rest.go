@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/profilesync/profilesync/internal/crashpoint"
 )
 
 // FileInfo describes one file of a folder.
@@ -316,6 +318,7 @@ func (c *Client) uploadChunked(ctx context.Context, name string, r io.Reader, si
 			return fileMeta{}, fmt.Errorf("sharepoint acknowledged offset %s after sending bytes %d-%d", raw, offset, offset+n-1)
 		}
 		offset += n
+		crashpoint.Hit(crashpoint.ChunkedUpload)
 	}
 }
 

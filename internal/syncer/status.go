@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/profilesync/profilesync/internal/crashpoint"
 	"github.com/profilesync/profilesync/internal/profile"
 )
 
@@ -332,9 +333,11 @@ func (p *Poller) record(ctx context.Context, log *slog.Logger, job profile.Job, 
 		}
 	}
 	data, _ := json.MarshalIndent(rec, "", "  ")
+	crashpoint.Hit(crashpoint.PollBeforeRecord)
 	if _, err := p.Blobs.Create(ctx, JobsPrefix+rec.JobID+".json", data); err != nil && !errors.Is(err, profile.ErrStale) {
 		return nil, fmt.Errorf("writing the job record: %w", err)
 	}
+	crashpoint.Hit(crashpoint.PollAfterRecord)
 	if rec.RunID != "" {
 		if err := p.linkRun(ctx, rec); err != nil {
 			return nil, err

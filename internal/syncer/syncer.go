@@ -36,6 +36,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/profilesync/profilesync/internal/crashpoint"
 	"github.com/profilesync/profilesync/internal/importfile"
 	"github.com/profilesync/profilesync/internal/mapping"
 	"github.com/profilesync/profilesync/internal/profile"
@@ -444,6 +445,7 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 			return err
 		}
 		fr := &run.Files[len(run.Files)-1]
+		crashpoint.Hit(crashpoint.BeforeQueue)
 		id, err := e.Target.QueueImport(ctx, m.IDType, profile.IDProperty, m.PropertyMap(), url)
 		if err != nil {
 			// The call may have reached SharePoint before it failed (a
@@ -453,6 +455,7 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 			}
 			return fmt.Errorf("queueing the import of %s: %w", rec.Name, err)
 		}
+		crashpoint.Hit(crashpoint.AfterQueue)
 		if err := e.follow(ctx, run, fr, id, m); err != nil {
 			return err
 		}
@@ -475,6 +478,7 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		log.Info("targeted run: delta link untouched", "unknownUsers", run.Unknown)
 		return nil
 	}
+	crashpoint.Hit(crashpoint.BeforeStateSave)
 	if err := e.checkLease(); err != nil {
 		return err
 	}
@@ -483,6 +487,7 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		return err
 	}
 	run.DeltaSaved = true
+	crashpoint.Hit(crashpoint.BeforePollSchedule)
 
 	if len(run.JobIDs) > 0 {
 		if err := e.schedulePolls(ctx, run); err != nil {
