@@ -189,9 +189,17 @@ func ParsePollMessage(body []byte) (PollMessage, error) {
 func (p *Poller) Poll(ctx context.Context, msg PollMessage) (Outcome, error) {
 	log := p.log().With("job", msg.JobID, "attempt", msg.Attempt)
 	var out Outcome
-	if _, _, err := p.Blobs.Get(ctx, JobsPrefix+msg.JobID+".json"); err == nil {
+	if data, _, err := p.Blobs.Get(ctx, JobsPrefix+msg.JobID+".json"); err == nil {
 		log.Info("job already recorded; duplicate status message ignored")
 		out.Duplicate = true
+		// The delivery that wrote the record may have died before it linked
+		// the job into its run: link it now (linking twice changes nothing).
+		var rec JobRecord
+		if json.Unmarshal(data, &rec) == nil && rec.RunID != "" {
+			if err := p.linkRun(ctx, &rec); err != nil {
+				return out, err
+			}
+		}
 		p.forget(ctx, msg.JobID)
 		return out, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {

@@ -943,6 +943,20 @@ func (e *Engine) markScheduled(ctx context.Context, ps PollState) {
 	}
 }
 
+// runEnded reports whether a run's record says it is over (succeeded,
+// failed, or closed as interrupted).
+func (e *Engine) runEnded(ctx context.Context, runID string) bool {
+	if runID == "" {
+		return false
+	}
+	data, _, err := e.Blobs.Get(ctx, RunsPrefix+runID+".json")
+	if err != nil {
+		return false
+	}
+	var run Run
+	return json.Unmarshal(data, &run) == nil && run.Status != "" && run.Status != StatusRunning
+}
+
 // RecoverPolls schedules again the status poll of every job nobody
 // follows any more: a first poll never scheduled (the process died, or the
 // queue failed, right after the job was queued), or a poll chain that died
@@ -975,7 +989,11 @@ func (e *Engine) RecoverPolls(ctx context.Context) (int, error) {
 				last = t
 			}
 		}
-		neverSent := !ps.Scheduled && ps.Attempt <= 1 && e.now().Sub(ps.QueuedAt) >= e.FirstPoll+10*time.Minute
+		// A first poll never sent: its run has ended (the run schedules
+		// first polls before it ends) or, if the run record cannot tell,
+		// enough time has passed.
+		neverSent := !ps.Scheduled && ps.Attempt <= 1 &&
+			(e.runEnded(ctx, ps.RunID) || e.now().Sub(ps.QueuedAt) >= e.FirstPoll+10*time.Minute)
 		// A poll chain can also die later: its message dropped, or moved to
 		// the poison queue after failed deliveries. No poll for longer than
 		// the longest backoff (plus slack) means nobody follows the job.
