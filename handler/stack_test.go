@@ -94,6 +94,8 @@ type stackOptions struct {
 	seed    int64
 	jobStep time.Duration
 	extra   []string // more KEY=value settings
+	// noHandler: set everything up but start no handler process.
+	noHandler bool
 }
 
 func startStack(t testing.TB, o stackOptions) *stack {
@@ -147,6 +149,9 @@ func startStack(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 
+	if o.noHandler {
+		return s // the caller runs the handler (see killmatrix_test.go)
+	}
 	cmd := exec.Command(handlerBinary(t))
 	cmd.Env = s.env
 	cmd.Stdout, cmd.Stderr = s.out, s.out

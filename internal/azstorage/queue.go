@@ -197,3 +197,17 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// Count returns the queue's approximate message count, invisible (delayed
+// or being processed) messages included. Azure documents it as "not lower
+// than the actual number"; Azurite's is exact.
+func (q *Queue) Count(ctx context.Context) (int, error) {
+	props, err := q.client.GetProperties(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("reading the properties of %q: %w", q.name, err)
+	}
+	if props.ApproximateMessagesCount == nil {
+		return 0, nil
+	}
+	return int(*props.ApproximateMessagesCount), nil
+}

@@ -183,3 +183,16 @@ func TestSeconds(t *testing.T) {
 		}
 	}
 }
+
+func TestCount(t *testing.T) {
+	q, _ := newQueue(t)
+	ctx := t.Context()
+	for i, delay := range []time.Duration{0, time.Hour} {
+		if err := q.Schedule(ctx, []byte("m"), delay); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := q.Count(ctx); err != nil || n != i+1 {
+			t.Errorf("Count = %d, %v; want %d (delayed messages count)", n, err, i+1)
+		}
+	}
+}
