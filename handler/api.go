@@ -24,16 +24,20 @@ import (
 // maxBody bounds request bodies of the administration API.
 const maxBody = 1 << 20
 
-// syncWait is how long POST /api/sync waits for a run to end before it
-// answers 202 with the run still going (the HTTP front end of Azure
-// Functions gives up on requests after 230 seconds).
+// syncWait is how long POST /api/sync waits for the run it asked for to end
+// before it answers 202 with the run (or the request) still going. The HTTP
+// front end of Azure Functions gives up on requests after 230 seconds.
 var syncWait = 100 * time.Second
+
+// ticketPoll is how often POST /api/sync reads the request record while it waits.
+var ticketPoll = 250 * time.Millisecond
 
 // apiRoutes mounts the administration API. The Api function forwards every
 // request under /api/ unchanged (enableForwardingHttpRequest); the host has
 // already checked the function key.
 func (a *app) apiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/sync", a.apiSync)
+	mux.HandleFunc("GET /api/sync/{id}", a.apiSyncRequest)
 	mux.HandleFunc("GET /api/runs", a.apiRuns)
 	mux.HandleFunc("GET /api/runs/{id}", a.apiRun)
 	mux.HandleFunc("GET /api/jobs", a.apiJobs)
@@ -60,9 +64,15 @@ type Problem struct {
 func problemType(name string) string { return "urn:profilesync:problem:" + name }
 
 func problem(w http.ResponseWriter, r *http.Request, status int, name, title, detail string, errs []string) {
+	writeProblem(w, r, Problem{Type: problemType(name), Title: title, Status: status, Detail: detail, Errors: errs})
+}
+
+// writeProblem answers p, its instance being this request's path.
+func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
+	p.Instance = r.URL.Path
 	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(Problem{Type: problemType(name), Title: title, Status: status, Detail: detail, Instance: r.URL.Path, Errors: errs})
+	w.WriteHeader(p.Status)
+	json.NewEncoder(w).Encode(p)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -176,10 +186,19 @@ func (req SyncRequest) options() (syncer.Options, []string) {
 	return opts, problems
 }
 
-// apiSync is POST /api/sync.
+// apiSync is POST /api/sync. A dry run reads only and is answered by this
+// invocation. Any other run is handed to the SyncRun queue function: the
+// request is recorded (requests/<id>.json) and its id queued on
+// SYNC_RUN_QUEUE, and the SyncRun invocation that takes the message runs the
+// sync from start to end. On Flex Consumption an instance with no invocation
+// running may be scaled in, so a run carried on by a goroutine after its
+// HTTP invocation answered could be cut; an invocation that owns the run
+// cannot. This invocation waits up to syncWait for the run to end and
+// answers with its record, else 202 with the ids to follow it.
 func (a *app) apiSync(w http.ResponseWriter, r *http.Request) {
 	var req SyncRequest
-	if !readBody(w, r, &req, nil) {
+	var raw []byte
+	if !readBody(w, r, &req, &raw) {
 		return
 	}
 	opts, problems := req.options()
@@ -197,69 +216,315 @@ func (a *app) apiSync(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, plan)
 		return
 	}
-	// The run goes on even if the caller goes away; the answer waits for it
-	// for a while, then points at the run record.
-	started := make(chan string, 1)
-	opts.OnStart = func(id string) { started <- id }
-	type result struct {
-		run *syncer.Run
-		err error
+	t, err := a.queueSync(r.Context(), raw)
+	if err != nil {
+		a.internalError(w, r, err)
+		return
 	}
-	done := make(chan result, 1)
-	ctx := context.WithoutCancel(r.Context())
-	go func() {
-		run, err := a.engine.Sync(ctx, opts)
-		done <- result{run, err}
-	}()
-	timer := time.NewTimer(syncWait)
-	defer timer.Stop()
-	select {
-	case res := <-done:
-		if res.err != nil {
-			a.runError(w, r, res.err)
-			return
+	a.awaitSync(w, r, t)
+}
+
+// requestsPrefix holds one record per run requested over HTTP.
+const requestsPrefix = "requests/"
+
+func ticketBlob(id string) string { return requestsPrefix + id + ".json" }
+
+// States of a syncTicket.
+const (
+	ticketQueued  = "queued"  // its message waits for the SyncRun function
+	ticketRunning = "running" // a SyncRun invocation took the lock and started run runId
+	ticketDone    = "done"    // the run ended (problem set if it failed), or could not start (problem)
+)
+
+// syncTicket is the record of one POST /api/sync, requests/<requestId>.json.
+type syncTicket struct {
+	ID       string          `json:"requestId"`
+	Status   string          `json:"status"`
+	Request  json.RawMessage `json:"request"` // the POST body, validated
+	Queued   time.Time       `json:"queued"`
+	Started  time.Time       `json:"started,omitzero"`
+	Finished time.Time       `json:"finished,omitzero"`
+	RunID    string          `json:"runId,omitempty"`
+	Problem  *Problem        `json:"problem,omitempty"` // why the run failed or could not start
+}
+
+// runMessage is the body of a SyncRun queue message; the request itself
+// (which may hold a mapping of up to 1 MiB) stays in its record.
+type runMessage struct {
+	RequestID string `json:"requestId"`
+}
+
+// queueSync records a run request and queues it for the SyncRun function.
+func (a *app) queueSync(ctx context.Context, body []byte) (syncTicket, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		body = []byte("{}")
+	}
+	now := time.Now().UTC()
+	t := syncTicket{ID: syncer.NewRunID(now), Status: ticketQueued, Request: body, Queued: now}
+	data, err := json.Marshal(t)
+	if err != nil {
+		return t, err
+	}
+	if _, err := a.blobs.Create(ctx, ticketBlob(t.ID), data); err != nil {
+		return t, fmt.Errorf("recording the run request: %w", err)
+	}
+	msg, _ := json.Marshal(runMessage{RequestID: t.ID})
+	if err := a.runs.Schedule(ctx, msg, 0); err != nil {
+		// No message will ever take it: leave no request waiting forever.
+		if derr := (store{a.blobs}).Delete(context.WithoutCancel(ctx), ticketBlob(t.ID)); derr != nil {
+			a.log.Warn("removing an unqueued run request", "request", t.ID, "err", derr)
 		}
-		w.Header().Set("Location", "/api/runs/"+res.run.ID)
-		writeJSON(w, http.StatusAccepted, res.run)
-	case <-timer.C:
-		var id string
+		return t, fmt.Errorf("queueing the run request: %w", err)
+	}
+	a.log.Info("sync requested over HTTP", "request", t.ID, "queue", a.cfg.RunQueue)
+	return t, nil
+}
+
+func (a *app) readTicket(ctx context.Context, id string) (syncTicket, string, error) {
+	var t syncTicket
+	data, etag, err := a.blobs.Get(ctx, ticketBlob(id))
+	if err != nil {
+		return t, "", err
+	}
+	if err := json.Unmarshal(data, &t); err != nil {
+		return t, "", fmt.Errorf("reading %s: %w", ticketBlob(id), err)
+	}
+	return t, etag, nil
+}
+
+// putTicket writes t, unconditionally with ifMatch "" (see Blobs.Put).
+func (a *app) putTicket(ctx context.Context, t syncTicket, ifMatch string) error {
+	data, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	_, err = a.blobs.Put(ctx, ticketBlob(t.ID), data, ifMatch)
+	return err
+}
+
+// awaitSync waits up to syncWait for the SyncRun function to end the
+// requested run, then answers. The run does not depend on this invocation:
+// a caller that goes away, or a front end that gives up, changes nothing.
+func (a *app) awaitSync(w http.ResponseWriter, r *http.Request, t syncTicket) {
+	deadline := time.NewTimer(syncWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(ticketPoll)
+	defer tick.Stop()
+	for {
 		select {
-		case id = <-started:
-		case res := <-done: // it ended (or failed before it started) just now
-			if res.err != nil {
-				a.runError(w, r, res.err)
+		case <-r.Context().Done():
+			return
+		case <-deadline.C:
+			if cur, _, err := a.readTicket(r.Context(), t.ID); err == nil {
+				t = cur
+			}
+			a.answerTicket(w, r, t)
+			return
+		case <-tick.C:
+			cur, _, err := a.readTicket(r.Context(), t.ID)
+			if err != nil {
+				a.log.Warn("reading the run request", "request", t.ID, "err", err)
+				continue
+			}
+			if t = cur; t.Status == ticketDone {
+				a.answerTicket(w, r, t)
 				return
 			}
-			w.Header().Set("Location", "/api/runs/"+res.run.ID)
-			writeJSON(w, http.StatusAccepted, res.run)
-			return
 		}
-		w.Header().Set("Location", "/api/runs/"+id)
-		writeJSON(w, http.StatusAccepted, map[string]string{"runId": id, "status": syncer.StatusRunning,
-			"detail": "the run goes on; GET /api/runs/" + id + " shows its progress"})
 	}
 }
 
-// runError turns a failed run into the right problem.
-func (a *app) runError(w http.ResponseWriter, r *http.Request, err error) {
+// answerTicket answers POST /api/sync with what the request has become: the
+// run record (202) or the problem once it ended, else 202 with the ids to
+// follow it and a Location to poll.
+func (a *app) answerTicket(w http.ResponseWriter, r *http.Request, t syncTicket) {
+	switch {
+	case t.Status == ticketDone && t.Problem != nil:
+		writeProblem(w, r, *t.Problem)
+	case t.Status == ticketDone:
+		var run syncer.Run
+		if err := a.readJSON(r.Context(), syncer.RunsPrefix+t.RunID+".json", &run); err != nil {
+			a.internalError(w, r, err)
+			return
+		}
+		w.Header().Set("Location", "/api/runs/"+run.ID)
+		writeJSON(w, http.StatusAccepted, run)
+	case t.RunID != "":
+		w.Header().Set("Location", "/api/runs/"+t.RunID)
+		writeJSON(w, http.StatusAccepted, map[string]string{"requestId": t.ID, "runId": t.RunID, "status": syncer.StatusRunning,
+			"detail": "the run goes on in the SyncRun function; GET /api/runs/" + t.RunID + " shows its progress"})
+	default:
+		w.Header().Set("Location", "/api/sync/"+t.ID)
+		writeJSON(w, http.StatusAccepted, map[string]string{"requestId": t.ID, "status": ticketQueued,
+			"detail": "queued for the SyncRun function; GET /api/sync/" + t.ID + " shows its run id once it starts, and how it ended"})
+	}
+}
+
+// apiSyncRequest is GET /api/sync/{id}: a run request, with its run record
+// once it started.
+func (a *app) apiSyncRequest(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !safeID(id) {
+		problem(w, r, http.StatusBadRequest, "invalid-request", "Invalid request id", "", nil)
+		return
+	}
+	t, _, err := a.readTicket(r.Context(), id)
+	if errors.Is(err, fs.ErrNotExist) {
+		problem(w, r, http.StatusNotFound, "not-found", "No such sync request", id, nil)
+		return
+	}
+	if err != nil {
+		a.internalError(w, r, err)
+		return
+	}
+	out := struct {
+		syncTicket
+		Run *syncer.Run `json:"run,omitempty"`
+	}{syncTicket: t}
+	if t.RunID != "" {
+		var run syncer.Run
+		if err := a.readJSON(r.Context(), syncer.RunsPrefix+t.RunID+".json", &run); err == nil {
+			out.Run = &run
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			a.internalError(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// syncRun is the SyncRun function: the run one POST /api/sync asked for,
+// owned by this queue invocation from start to end (within functionTimeout).
+// Delivery is at least once, so a message whose request already started its
+// run (the record says running) or ended changes nothing: a request is not
+// run twice, unless recording its start failed and its process then died. A run that cannot start
+// because another sync holds the lock ends the request with 409
+// sync-running, as the API always answered; a storage fault before the run
+// started fails the invocation, so the host delivers the message again.
+func (a *app) syncRun(ctx context.Context, req *azfunc.Request) (*azfunc.Response, error) {
+	resp := &azfunc.Response{}
+	qm, err := req.Queue("msg")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", azfunc.ErrDrop, err)
+	}
+	var msg runMessage
+	if err := json.Unmarshal(qm.Body, &msg); err != nil || !safeID(msg.RequestID) {
+		return nil, fmt.Errorf("%w: not a run request (message %s, dequeued %d times)", azfunc.ErrDrop, qm.ID, qm.DequeueCount)
+	}
+	t, etag, err := a.readTicket(ctx, msg.RequestID)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: run request %s has no record", azfunc.ErrDrop, msg.RequestID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch t.Status {
+	case ticketDone:
+		resp.Log("request %s already ended (run %s): duplicate message, nothing to do", t.ID, t.RunID)
+		return resp, nil
+	case ticketRunning:
+		resp.Log("request %s already started run %s (message dequeued %d times): it is not run twice; GET /api/runs/%s tells how it went",
+			t.ID, t.RunID, qm.DequeueCount, t.RunID)
+		return resp, nil
+	}
+
+	var sreq SyncRequest
+	dec := json.NewDecoder(bytes.NewReader(t.Request))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(&sreq)
+	opts, problems := sreq.options()
+	if err != nil || len(problems) > 0 {
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		t.Status, t.Finished = ticketDone, time.Now().UTC()
+		t.Problem = &Problem{Type: problemType("invalid-request"), Title: "The sync request is not valid", Status: http.StatusBadRequest, Errors: problems}
+		if err := a.putTicket(ctx, t, etag); err != nil {
+			return nil, err
+		}
+		resp.Log("request %s is not valid: %s", t.ID, strings.Join(problems, "; "))
+		return resp, nil
+	}
+	opts.Trigger = "http"
+	opts.OnStart = func(id string) {
+		t.Status, t.RunID, t.Started = ticketRunning, id, time.Now().UTC()
+		if err := a.putTicket(ctx, t, ""); err != nil {
+			azfunc.Logger(ctx).Warn("recording the start of the requested run", "request", t.ID, "run", id, "err", err)
+		}
+	}
+	run, err := a.engine.Sync(ctx, opts)
+	if run == nil && err != nil && !errors.Is(err, profile.ErrBusy) {
+		return nil, err
+	}
+	t.Status, t.Finished = ticketDone, time.Now().UTC()
+	ifMatch := "" // the run started: this invocation owns the request
+	if run != nil {
+		t.RunID = run.ID
+	} else {
+		ifMatch = etag // not started: only if no other delivery moved it meanwhile
+	}
+	if err != nil {
+		p, ok := runProblem(err)
+		if !ok {
+			p = Problem{Type: problemType("internal"), Title: "The run failed", Status: http.StatusInternalServerError,
+				Detail: "run " + t.RunID + " failed; GET /api/runs/" + t.RunID + " shows why"}
+		}
+		t.Problem = &p
+	}
+	switch perr := a.putTicket(ctx, t, ifMatch); {
+	case errors.Is(perr, profile.ErrStale):
+		resp.Log("request %s was taken by another delivery meanwhile; this one changes nothing", t.ID)
+		return resp, nil
+	case perr != nil && run == nil:
+		return nil, perr // nothing ran: deliver again
+	case perr != nil:
+		// The run happened and its record says how it went; running it again
+		// would be worse than a request record that lags.
+		azfunc.Logger(ctx).Warn("recording the end of the requested run", "request", t.ID, "run", t.RunID, "err", perr)
+	}
+	switch {
+	case err != nil && run == nil:
+		resp.Log("request %s: %v", t.ID, err)
+	case err != nil:
+		resp.Log("request %s: run %s failed: %v", t.ID, run.ID, err)
+	default:
+		resp.Log("request %s: %s", t.ID, summary(run))
+	}
+	return resp, nil
+}
+
+// runProblem is the problem a run's error answers with; ok is false when
+// the error is not the caller's to act on (an internal failure).
+func runProblem(err error) (p Problem, ok bool) {
+	mk := func(status int, name, title, detail string, errs []string) (Problem, bool) {
+		return Problem{Type: problemType(name), Title: title, Status: status, Detail: detail, Errors: errs}, true
+	}
 	switch {
 	case errors.Is(err, profile.ErrBusy):
-		problem(w, r, http.StatusConflict, "sync-running", "A sync is already running", "only one sync runs at a time; try again when it has finished", nil)
+		return mk(http.StatusConflict, "sync-running", "A sync is already running", "only one sync runs at a time; try again when it has finished", nil)
 	case errors.Is(err, syncer.ErrImportPending):
-		problem(w, r, http.StatusConflict, "import-pending", "An earlier import job has not finished", err.Error()+` (send "allowOverlap": true to queue anyway)`, nil)
+		return mk(http.StatusConflict, "import-pending", "An earlier import job has not finished", err.Error()+` (send "allowOverlap": true to queue anyway)`, nil)
 	case errors.Is(err, syncer.ErrNoMapping) || len(mapping.Problems(err)) > 0:
 		var errs []string
 		for _, p := range mapping.Problems(err) {
 			errs = append(errs, p.Error())
 		}
-		problem(w, r, http.StatusConflict, "invalid-stored-mapping", "The stored mapping cannot be used", firstLine(err.Error()), errs)
-	default:
-		if ge := (*graph.Error)(nil); errors.As(err, &ge) && ge.Status == http.StatusBadRequest {
-			problem(w, r, http.StatusBadRequest, "graph-rejected", "Microsoft Graph rejected the request", ge.Error(), nil)
-			return
-		}
-		a.internalError(w, r, err)
+		return mk(http.StatusConflict, "invalid-stored-mapping", "The stored mapping cannot be used", firstLine(err.Error()), errs)
 	}
+	if ge := (*graph.Error)(nil); errors.As(err, &ge) && ge.Status == http.StatusBadRequest {
+		return mk(http.StatusBadRequest, "graph-rejected", "Microsoft Graph rejected the request", ge.Error(), nil)
+	}
+	return Problem{}, false
+}
+
+// runError turns a failed run into the right problem.
+func (a *app) runError(w http.ResponseWriter, r *http.Request, err error) {
+	if p, ok := runProblem(err); ok {
+		writeProblem(w, r, p)
+		return
+	}
+	a.internalError(w, r, err)
 }
 
 func firstLine(s string) string {

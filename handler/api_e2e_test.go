@@ -7,11 +7,9 @@ import (
 	"io"
 	"net/http"
 	"reflect"
-	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/profilesync/profilesync/internal/m365sim/directory"
 	"github.com/profilesync/profilesync/internal/m365sim/faults"
@@ -80,6 +78,7 @@ func (r apiResponse) decode(t *testing.T, v any) {
 
 func TestAPIMapping(t *testing.T) {
 	s := startStack(t, stackOptions{users: 10})
+	s.serveRunQueue(t, s.url)
 	if r := s.api("GET", "/api/mapping", ""); r.Status != 404 || r.Problem.Type != problemType("no-mapping") {
 		t.Errorf("GET before any mapping: %d %s", r.Status, r.Body)
 	}
@@ -178,8 +177,13 @@ func (s *stack) simGetSPO(t *testing.T, path string) []byte {
 	return b
 }
 
+// TestAPISync drives POST /api/sync of the handler binary with the
+// Functions host's part played for the SyncRun function (serveRunQueue): each
+// run is handed to the queue, run by a SyncRun invocation, and answered by
+// the HTTP invocation once it ended.
 func TestAPISync(t *testing.T) {
 	s := startStack(t, stackOptions{users: 60})
+	s.serveRunQueue(t, s.url)
 	s.putMapping(e2eMapping)
 	if r := s.api("POST", "/api/sync", `{"mode":"full"}`); r.Status != 202 {
 		t.Fatalf("full sync: %d %s", r.Status, r.Body)
@@ -332,43 +336,4 @@ func TestAPIHealth(t *testing.T) {
 	if r.Status != 503 || h.Checks["graph"].Status != "failed" || h.Checks["storage"].Status != "ok" || h.Checks["sharepoint"].Status != "ok" {
 		t.Errorf("health with Graph failing: %d %s", r.Status, r.Body)
 	}
-}
-
-// TestAPISyncAnswersWhileALongRunGoesOn runs the handler's routes in-process
-// with a short wait, so that a slow Graph makes POST /api/sync answer 202
-// with the run still going; the run then ends on its own.
-func TestAPISyncAnswersWhileALongRunGoesOn(t *testing.T) {
-	s := startStack(t, stackOptions{users: 20})
-	s.putMapping(e2eMapping)
-	a := s.inProcessApp(t)
-	defer func(d time.Duration) { syncWait = d }(syncWait)
-	syncWait = 50 * time.Millisecond
-	s.sim.Faults.Add(faults.Rule{Origin: faults.Graph, Path: "/users/delta", Delay: faults.Duration(time.Second), Count: 1})
-	srv := httptest.NewServer(a.routes())
-	defer srv.Close()
-	resp, err := http.Post(srv.URL+"/api/sync", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body struct{ RunID, Status string }
-	json.NewDecoder(resp.Body).Decode(&body)
-	resp.Body.Close()
-	if resp.StatusCode != 202 || body.Status != syncer.StatusRunning || resp.Header.Get("Location") != "/api/runs/"+body.RunID {
-		t.Fatalf("%d %+v %q", resp.StatusCode, body, resp.Header.Get("Location"))
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		var run syncer.Run
-		if err := a.readJSON(t.Context(), syncer.RunsPrefix+body.RunID+".json", &run); err != nil {
-			t.Fatal(err)
-		}
-		if run.Status == syncer.StatusSucceeded {
-			return
-		}
-		if run.Status == syncer.StatusFailed {
-			t.Fatalf("the run failed: %s", run.Error)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatal("the run did not end")
 }

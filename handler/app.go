@@ -24,7 +24,8 @@ type app struct {
 	cfg    config
 	log    *slog.Logger
 	blobs  *azstorage.Blobs
-	queue  *azstorage.Queue
+	queue  *azstorage.Queue // SYNC_STATUS_QUEUE: job status polls
+	runs   *azstorage.Queue // SYNC_RUN_QUEUE: manual runs for the SyncRun function
 	spo    *spo.Client
 	graph  *graph.Client
 	engine *syncer.Engine
@@ -58,6 +59,10 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue storage: %w", err)
 	}
+	runs, err := azstorage.NewQueue(cfg.Storage, storageCred, cfg.RunQueue)
+	if err != nil {
+		return nil, fmt.Errorf("queue storage: %w", err)
+	}
 	g, err := graph.New(graph.Options{Endpoint: cfg.GraphEndpoint, Credential: cred, Logger: log})
 	if err != nil {
 		return nil, err
@@ -66,7 +71,7 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("SPO_SITE_URL/SPO_FOLDER: %w", err)
 	}
-	a := &app{cfg: cfg, log: log, blobs: blobs, queue: queue, spo: sp, graph: g}
+	a := &app{cfg: cfg, log: log, blobs: blobs, queue: queue, runs: runs, spo: sp, graph: g}
 	st := store{blobs}
 	a.engine = &syncer.Engine{
 		Source:    g,
@@ -79,12 +84,19 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 		Jobs:      sp,
 		Pending:   st,
 		Lookup:    g,
+		AllJobs:   sp,
+		// A poll chain with no poll for longer than the longest backoff
+		// (plus slack) died; an unfinished job older than the poller
+		// follows stops blocking syncs.
+		PollRevive:    cfg.PollBackoff[len(cfg.PollBackoff)-1] + 30*time.Minute,
+		PendingMaxAge: cfg.PollMaxAge,
 	}
 	a.poller = &syncer.Poller{
 		Jobs:      sp,
 		Logs:      spoLogs{sp},
 		Blobs:     st,
 		Scheduler: queue,
+		Requeue:   sp,
 		Backoff:   cfg.PollBackoff,
 		MaxAge:    cfg.PollMaxAge,
 		Log:       log,
@@ -129,7 +141,7 @@ func credential(cfg config, interactive bool) (azcore.TokenCredential, error) {
 	return cred, nil
 }
 
-// prepare creates the state container and the status queue if missing.
+// prepare creates the state container and the two queues if missing.
 func (a *app) prepare(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -139,15 +151,18 @@ func (a *app) prepare(ctx context.Context) error {
 	if err := a.queue.EnsureQueue(ctx); err != nil {
 		return fmt.Errorf("creating queue %s: %w", a.cfg.StatusQueue, err)
 	}
+	if err := a.runs.EnsureQueue(ctx); err != nil {
+		return fmt.Errorf("creating queue %s: %w", a.cfg.RunQueue, err)
+	}
 	return nil
 }
 
-func (a *app) lock(ctx context.Context) (func(context.Context) error, error) {
+func (a *app) lock(ctx context.Context) (syncer.Lease, error) {
 	l, err := a.blobs.Lock(ctx, lockBlob)
 	if err != nil {
 		return nil, err
 	}
-	return l.Release, nil
+	return l, nil
 }
 
 // newLogger logs JSON lines to stdout: the Functions host turns stdout into

@@ -33,6 +33,7 @@ var settings = []setting{
 	{Name: "SYNC_SCHEDULE", Default: "0 0 2 * * *"},
 	{Name: "SYNC_CONTAINER", Default: "profilesync"},
 	{Name: "SYNC_STATUS_QUEUE", Default: "profilesync-status"},
+	{Name: "SYNC_RUN_QUEUE", Default: "profilesync-runs"},
 	{Name: "STATUS_POLL_BACKOFF", Default: "1m,2m,5m,10m,15m,30m"},
 	{Name: "STATUS_POLL_MAX_AGE", Default: "48h"},
 	{Name: "CLEANUP_AFTER_DAYS", Default: "0"},
@@ -54,6 +55,7 @@ type config struct {
 	Schedule      string
 	Container     string
 	StatusQueue   string
+	RunQueue      string // manual runs requested over HTTP, run by the SyncRun function
 	PollBackoff   []time.Duration
 	PollMaxAge    time.Duration
 	CleanupAfter  time.Duration // 0 = housekeeping off
@@ -120,6 +122,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.StatusQueue = value(getenv, "SYNC_STATUS_QUEUE")
 	if !containerName.MatchString(c.StatusQueue) {
 		bad("SYNC_STATUS_QUEUE %q is not a valid queue name (3-63 lowercase letters, digits and single hyphens)", c.StatusQueue)
+	}
+	c.RunQueue = value(getenv, "SYNC_RUN_QUEUE")
+	switch {
+	case !containerName.MatchString(c.RunQueue):
+		bad("SYNC_RUN_QUEUE %q is not a valid queue name (3-63 lowercase letters, digits and single hyphens)", c.RunQueue)
+	case c.RunQueue == c.StatusQueue:
+		bad("SYNC_RUN_QUEUE and SYNC_STATUS_QUEUE are both %q: each function needs its own queue", c.RunQueue)
 	}
 
 	if b, err := parseBackoff(value(getenv, "STATUS_POLL_BACKOFF")); err != nil {

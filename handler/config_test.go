@@ -34,7 +34,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.GraphEndpoint != "https://graph.microsoft.com" || c.Folder != "Shared Documents" || c.Container != "profilesync" ||
-		c.StatusQueue != "profilesync-status" || c.PollMaxAge != 48*time.Hour || c.CleanupAfter != 0 ||
+		c.StatusQueue != "profilesync-status" || c.RunQueue != "profilesync-runs" || c.PollMaxAge != 48*time.Hour || c.CleanupAfter != 0 ||
 		len(c.PollBackoff) != 6 || c.PollBackoff[0] != time.Minute || c.PollBackoff[5] != 30*time.Minute {
 		t.Errorf("defaults %+v", c)
 	}
@@ -57,6 +57,8 @@ func TestConfigProblemsNameTheirSettings(t *testing.T) {
 		{"certificate without tenant", with(map[string]string{"AZURE_CLIENT_CERTIFICATE_PATH": "/x.pem"}), []string{"AZURE_TENANT_ID and AZURE_CLIENT_ID"}},
 		{"http site off loopback", with(map[string]string{"SPO_SITE_URL": "http://contoso.sharepoint.com/sites/hr"}), []string{"SPO_SITE_URL", "https"}},
 		{"empty folder", with(map[string]string{"SPO_FOLDER": " / "}), []string{"SPO_FOLDER"}},
+		{"bad run queue", with(map[string]string{"SYNC_RUN_QUEUE": "Runs!"}), []string{"SYNC_RUN_QUEUE"}},
+		{"one queue for both functions", with(map[string]string{"SYNC_RUN_QUEUE": "profilesync-status"}), []string{"SYNC_RUN_QUEUE and SYNC_STATUS_QUEUE", "its own queue"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadConfig(env(tc.env))

@@ -171,12 +171,24 @@ printf '%s\n' "$FAKE_AZD_VALUES"
 `
 
 // TestGrantPermissions runs infra/grant-permissions.sh against a fake az and
-// checks which app role assignments it creates.
+// checks which app role assignments it creates. It runs the script under each
+// shell it must work with: sh (dash on Debian: POSIX only, so no arrays at all,
+// let alone the associative arrays macOS's bash 3.2 refuses) and bash; on
+// macOS, sh and bash are bash 3.2 (TestDeployScriptsPortable rejects syntax
+// newer than bash 3.2 in every script).
 func TestGrantPermissions(t *testing.T) {
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("bash is not installed")
+	for _, shell := range []string{"sh", "bash"} {
+		t.Run(shell, func(t *testing.T) {
+			path, err := exec.LookPath(shell)
+			if err != nil {
+				t.Skipf("%s is not installed", shell)
+			}
+			testGrantPermissions(t, path)
+		})
 	}
+}
+
+func testGrantPermissions(t *testing.T, shell string) {
 	const principal = "0f8fad5b-d9cb-469f-a165-70867728950e"
 	post := func(resource, role string) string {
 		return fmt.Sprintf(`POST {"principalId":"%s","resourceId":"%s","appRoleId":"%s"}`, principal, resource, role)
@@ -208,6 +220,7 @@ func TestGrantPermissions(t *testing.T) {
 			wantOut: []string{"POST https://graph.microsoft.com/v1.0/servicePrincipals/" + principal + "/appRoleAssignments", "nothing was changed"}},
 		{name: "no principal", env: []string{"FAKE_AZD_VALUES="}, wantErr: "no principal id", noCalls: true},
 		{name: "not a guid", args: []string{"id-profilesync"}, wantErr: "not an object id", noCalls: true},
+		{name: "a guid and more", args: []string{principal + "\n" + principal}, wantErr: "not an object id", noCalls: true},
 		{name: "unknown option", args: []string{"--force", principal}, wantErr: "unknown option", noCalls: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,7 +231,7 @@ func TestGrantPermissions(t *testing.T) {
 				}
 			}
 			logFile := filepath.Join(dir, "calls.log")
-			cmd := exec.Command(bash, append([]string{"../infra/grant-permissions.sh"}, tc.args...)...)
+			cmd := exec.Command(shell, append([]string{"../infra/grant-permissions.sh"}, tc.args...)...)
 			cmd.Env = append(os.Environ(),
 				"PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"),
 				"FAKE_LOG="+logFile, "FAKE_PRINCIPAL="+principal, "FAKE_EXISTING=",
@@ -246,6 +259,11 @@ func TestGrantPermissions(t *testing.T) {
 			}
 			if !tc.noCalls && !slices.Equal(posts, tc.wantPosts) {
 				t.Errorf("assignments created:\n%s\nwant:\n%s", strings.Join(posts, "\n"), strings.Join(tc.wantPosts, "\n"))
+			}
+			// Each resource service principal is looked up once, however
+			// many of its roles are granted.
+			if n := strings.Count(string(calls), "servicePrincipals(appId='00000003-0000-0ff1-ce00-000000000000') --query id "); !tc.noCalls && tc.wantErr == "" && n != 1 {
+				t.Errorf("the SharePoint service principal was looked up %d times, want once:\n%s", n, calls)
 			}
 			for _, want := range tc.wantOut {
 				if !strings.Contains(stdout.String(), want) {

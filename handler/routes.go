@@ -22,6 +22,7 @@ func (a *app) routes() http.Handler {
 	mux.Handle("GET /{$}", azfunc.Ping())
 	mux.Handle("POST /SyncTimer", azfunc.Handler(a.log, a.syncTimer))
 	mux.Handle("POST /ImportStatus", azfunc.Handler(a.log, a.importStatus))
+	mux.Handle("POST /SyncRun", azfunc.Handler(a.log, a.syncRun))
 	a.apiRoutes(mux)
 	return mux
 }

@@ -36,15 +36,41 @@ param graphEndpoint string = 'https://graph.microsoft.com'
 @description('Object id of the operator running azd (AZURE_PRINCIPAL_ID), given blob access to the state container; empty for none.')
 param principalId string = ''
 
-@description('Most instances the Function App may scale out to.')
-@minValue(1)
+// Flex Consumption scales per function group: all HTTP functions (here Api)
+// together, every other function (SyncTimer, ImportStatus, SyncRun) on its own
+// instances, and maximumInstanceCount caps the on-demand instances of EACH
+// group, not of the app (Azure/azure-rest-api-specs#45083, "The maximum number
+// of on demand instances per function group"). The values Flex accepts in every
+// region are 40 to 1000, default 100 (the custom-handler stack data in
+// Azure/azure-powershell src/Functions/Functions.Autorest/custom/
+// FunctionsStackFlexData/*/custom.json: lowestMaximumInstanceCount 40,
+// highestMaximumInstanceCount 1000, defaultValue 100; Microsoft's Flex sample,
+// Azure-Samples/azure-functions-flex-consumption-samples IaC/bicep/main.bicep,
+// declares @minValue(40) @maxValue(1000)). Values under 40 are a preview in a
+// few regions only (Azure/azure-functions-host#10523): maximumInstanceCountPreview.
+//
+// What instances mean for profilesync: one sync runs at a time (the sync.lock
+// lease), so SyncTimer (a singleton timer) and SyncRun (one message per manual
+// run) never use more than one instance each, and ImportStatus polls a
+// handful of jobs. Only the HTTP group (Api: run records, job status,
+// health, mapping) could grow, and only under a flood of calls. 40, the
+// lowest value accepted everywhere, is ample; the cap bounds what a runaway
+// polling script can cost, nothing else.
+@description('Most on-demand instances of each function group (Flex Consumption scales the HTTP functions as one group and every other function on its own instances). 40 to 1000, the range Flex accepts in every region; 40 is ample, since one sync runs at a time and only the HTTP group (API calls, status polls) could use more than one instance.')
+@minValue(40)
 @maxValue(1000)
-param maximumInstanceCount int = 4
+param maximumInstanceCount int = 40
+
+@description('Preview: a maximum below 40 (1 to 39) for regions where Flex Consumption accepts one (azure-functions-host#10523); it then replaces maximumInstanceCount. 0 (the default) leaves it unused. Elsewhere the deployment is refused.')
+@minValue(0)
+@maxValue(39)
+param maximumInstanceCountPreview int = 0
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var stateContainerName = 'profilesync'
 var statusQueueName = 'profilesync-status'
+var runQueueName = 'profilesync-runs'
 var deploymentContainerName = 'app-package'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -73,6 +99,7 @@ module storage './modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     stateContainerName: stateContainerName
     statusQueueName: statusQueueName
+    runQueueName: runQueueName
   }
 }
 
@@ -113,7 +140,7 @@ module functionApp './modules/functionapp.bicep' = {
     storageQueueEndpoint: storage.outputs.queueEndpoint
     deploymentContainerName: deploymentContainerName
     applicationInsightsConnectionString: monitoring.outputs.connectionString
-    maximumInstanceCount: maximumInstanceCount
+    maximumInstanceCount: maximumInstanceCountPreview > 0 ? maximumInstanceCountPreview : maximumInstanceCount
     siteUrl: siteUrl
     folder: folder
     schedule: schedule
@@ -121,6 +148,7 @@ module functionApp './modules/functionapp.bicep' = {
     cleanupAfterDays: cleanupAfterDays
     stateContainerName: stateContainerName
     statusQueueName: statusQueueName
+    runQueueName: runQueueName
   }
   // The host starts as soon as the app exists; give it its storage roles first.
   dependsOn: [

@@ -3,7 +3,8 @@
 # does, but without local.settings.json, into $BUILD_DIR/app, and zips it into
 # $BUILD_DIR/profilesync.zip with exactly these entries:
 #
-#   host.json  handler  SyncTimer/function.json  ImportStatus/function.json  Api/function.json
+#   host.json  handler  Api/function.json  ImportStatus/function.json
+#   SyncRun/function.json  SyncTimer/function.json
 #
 # (one <Function>/function.json per folder under functions/). `handler` is the
 # static Linux x86-64 binary, stored with mode 0755. The zip is ready for
@@ -13,7 +14,9 @@
 # Environment: BUILD_DIR (default .build, relative to the repository root),
 # GO (default go), ZIPPER (zip or python3; default zip when installed).
 #
-# POSIX sh on purpose: azd runs hooks with `sh`.
+# POSIX sh on purpose: azd runs hooks with `sh` (on Linux and macOS it runs
+# this file as `/bin/sh -c <path>`, so it must keep its execute bit), and
+# macOS's bash is 3.2.
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -38,10 +38,10 @@ param deploymentContainerName string
 @description('Application Insights connection string.')
 param applicationInsightsConnectionString string
 
-@description('Most instances the app may scale out to. One sync runs at a time (a blob lease), so a few are plenty.')
+@description('Most on-demand instances of each function group (not of the app). main.bicep keeps it within what Flex Consumption accepts: 40-1000 everywhere, lower only where the preview allows it.')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 4
+param maximumInstanceCount int = 40
 
 @description('SPO_SITE_URL: absolute URL of the site whose library receives the import files.')
 param siteUrl string
@@ -60,6 +60,9 @@ param stateContainerName string
 
 @description('SYNC_STATUS_QUEUE: queue of job status polls.')
 param statusQueueName string
+
+@description('SYNC_RUN_QUEUE: queue of manual runs requested over HTTP (the SyncRun function).')
+param runQueueName string
 
 @description('STATUS_POLL_BACKOFF: delays between job status polls.')
 param statusPollBackoff string = '1m,2m,5m,10m,15m,30m'
@@ -145,6 +148,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       SYNC_SCHEDULE: schedule
       SYNC_CONTAINER: stateContainerName
       SYNC_STATUS_QUEUE: statusQueueName
+      SYNC_RUN_QUEUE: runQueueName
       STATUS_POLL_BACKOFF: statusPollBackoff
       STATUS_POLL_MAX_AGE: statusPollMaxAge
       CLEANUP_AFTER_DAYS: cleanupAfterDays

@@ -7,8 +7,9 @@
 //                                  the sync.lock lease (Owner, not Contributor, is
 //                                  what the Functions docs require for the host's
 //                                  AzureWebJobsStorage connection)
-//   Storage Queue Data Contributor host: the ImportStatus queue trigger; handler:
-//                                  delayed status-poll messages
+//   Storage Queue Data Contributor host: the ImportStatus and SyncRun queue
+//                                  triggers; handler: delayed status-poll
+//                                  messages and the run requests of the API
 //   Monitoring Metrics Publisher   host: telemetry to Application Insights with
 //                                  Entra ID authentication
 //

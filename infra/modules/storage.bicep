@@ -1,7 +1,8 @@
 // The storage account of the Function App: host state (timer locks, queue
 // triggers), the deployment package container, and profilesync's own state
-// container and status queue. Shared keys are disabled: every client signs in
-// with Entra ID (the managed identity, or the operator with --auth-mode login).
+// container, status queue and run queue. Shared keys are disabled: every
+// client signs in with Entra ID (the managed identity, or the operator with
+// --auth-mode login).
 
 @description('Storage account name (3-24 lowercase letters and digits).')
 param name string
@@ -20,6 +21,9 @@ param stateContainerName string
 
 @description('Queue of job status polls (SYNC_STATUS_QUEUE).')
 param statusQueueName string
+
+@description('Queue of manual runs requested over HTTP, taken by the SyncRun function (SYNC_RUN_QUEUE).')
+param runQueueName string
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -61,6 +65,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 
     resource statusQueue 'queues' = {
       name: statusQueueName
+    }
+
+    resource runQueue 'queues' = {
+      name: runQueueName
     }
   }
 }
