@@ -11,6 +11,7 @@ import (
 
 	"github.com/profilesync/profilesync/internal/azstorage"
 	"github.com/profilesync/profilesync/internal/spo"
+	"github.com/profilesync/profilesync/internal/syncer"
 )
 
 // store adapts azstorage.Blobs to the engine's small interfaces: List gives
@@ -42,6 +43,18 @@ func (s store) ListOlder(ctx context.Context, prefix string, t time.Time) ([]str
 		}
 	}
 	return names, nil
+}
+
+// Walk streams the blobs under prefix page by page (syncer.Walker).
+func (s store) Walk(ctx context.Context, prefix string, fn func(string, time.Time) error) error {
+	return s.Blobs.Each(ctx, prefix, func(b azstorage.BlobInfo) error {
+		if err := fn(b.Name, b.LastModified); errors.Is(err, syncer.ErrStopWalk) {
+			return azstorage.ErrStop
+		} else if err != nil {
+			return err
+		}
+		return nil
+	})
 }
 
 func (s store) Delete(ctx context.Context, name string) error {

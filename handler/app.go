@@ -67,7 +67,7 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	sp, err := spo.New(spo.Options{SiteURL: cfg.SiteURL, Folder: cfg.Folder, Credential: cred, Logger: log})
+	sp, err := spo.New(spo.Options{SiteURL: cfg.SiteURL, Folder: cfg.Folder, Credential: cred, Logger: log, ChunkSize: cfg.ChunkSize})
 	if err != nil {
 		return nil, fmt.Errorf("SPO_SITE_URL/SPO_FOLDER: %w", err)
 	}
@@ -101,7 +101,8 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 		MaxAge:    cfg.PollMaxAge,
 		Log:       log,
 	}
-	a.house = &syncer.Housekeeper{Blobs: st, List: st, Files: sp, After: cfg.CleanupAfter, Log: log}
+	a.house = &syncer.Housekeeper{Blobs: st, List: st, Files: sp, After: cfg.CleanupAfter, Log: log,
+		Retain: cfg.Retention, Walk: st}
 	return a, nil
 }
 

@@ -129,9 +129,14 @@ func TestHousekeepingDeletesOldImportFiles(t *testing.T) {
 	if after, _ := s.jobRecord(t, jobs[0]); after.Cleaned.IsZero() {
 		t.Error("the cleaned job is not marked")
 	}
-	// The timer runs housekeeping itself when CLEANUP_AFTER_DAYS is set: today nothing is due.
+	// The timer runs housekeeping itself when CLEANUP_AFTER_DAYS is set
+	// (its log line says so); today nothing is due, so nothing goes.
+	before := strings.Count(s.out.String(), `"msg":"housekeeping: import files"`)
 	if inv := s.invoke("SyncTimer", timerNormal); inv.Status != 200 {
 		t.Fatalf("%d %s", inv.Status, inv.Raw)
+	}
+	if after := strings.Count(s.out.String(), `"msg":"housekeeping: import files"`); after != before+1 {
+		t.Errorf("the timer did not run housekeeping (%d housekeeping lines before, %d after)", before, after)
 	}
 	if _, ok := s.sim.SPO.File(path(young.SourceURI)); !ok {
 		t.Error("the timer's housekeeping deleted a recent file")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/profilesync/profilesync/internal/azstorage"
+	"github.com/profilesync/profilesync/internal/crashpoint"
 	"github.com/profilesync/profilesync/internal/graph"
 )
 
@@ -37,6 +38,8 @@ var settings = []setting{
 	{Name: "STATUS_POLL_BACKOFF", Default: "1m,2m,5m,10m,15m,30m"},
 	{Name: "STATUS_POLL_MAX_AGE", Default: "48h"},
 	{Name: "CLEANUP_AFTER_DAYS", Default: "0"},
+	{Name: "RECORDS_RETENTION_DAYS", Default: "90"},
+	{Name: "SPO_CHUNK_SIZE", Default: "10485760"},
 	{Name: "IDENTITY_ENDPOINT"},
 	{Name: "IDENTITY_HEADER", Secret: true},
 	{Name: "AZURE_CLIENT_ID"},
@@ -59,6 +62,8 @@ type config struct {
 	PollBackoff   []time.Duration
 	PollMaxAge    time.Duration
 	CleanupAfter  time.Duration // 0 = housekeeping off
+	Retention     time.Duration // 0 = keep run, job and poll records forever
+	ChunkSize     int64         // bytes per upload request
 
 	IdentityEndpoint, IdentityHeader string
 	ClientID, TenantID               string
@@ -146,6 +151,24 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("CLEANUP_AFTER_DAYS %q is not a whole number of days (0 turns housekeeping off)", value(getenv, "CLEANUP_AFTER_DAYS"))
 	} else {
 		c.CleanupAfter = time.Duration(n) * 24 * time.Hour
+	}
+
+	if n, err := strconv.Atoi(value(getenv, "RECORDS_RETENTION_DAYS")); err != nil || n < 0 {
+		bad("RECORDS_RETENTION_DAYS %q is not a whole number of days (0 keeps every record)", value(getenv, "RECORDS_RETENTION_DAYS"))
+	} else {
+		c.Retention = time.Duration(n) * 24 * time.Hour
+	}
+	// SharePoint takes up to 2 GB in one request; PnP sends 10 MiB slices.
+	// A smaller size suits proxies that limit request bodies.
+	if n, err := strconv.ParseInt(value(getenv, "SPO_CHUNK_SIZE"), 10, 64); err != nil || n < 4096 || n > 250<<20 {
+		bad("SPO_CHUNK_SIZE %q is not a number of bytes between 4096 and 262144000", value(getenv, "SPO_CHUNK_SIZE"))
+	} else {
+		c.ChunkSize = n
+	}
+	// The kill matrix's setting: only builds tagged crashpoints honour it,
+	// and the product refuses to start with it rather than ignore it.
+	if v := getenv(crashpoint.Setting); v != "" && !crashpoint.Enabled {
+		bad("%s is set (%q) but honoured only by test builds of the handler (go build -tags crashpoints): remove it", crashpoint.Setting, v)
 	}
 
 	c.IdentityEndpoint = value(getenv, "IDENTITY_ENDPOINT")

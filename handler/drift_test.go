@@ -34,6 +34,7 @@ var storageSettings = []string{
 // unlisted are settings the handler reads that belong in no table.
 var unlisted = map[string]string{
 	"FUNCTIONS_HTTPWORKER_PORT": "legacy alias the host sets to the same value as FUNCTIONS_CUSTOMHANDLER_PORT; read only as a fallback",
+	"PROFILESYNC_CRASH_AT":      "the kill matrix's setting, honoured only by builds tagged crashpoints; the product refuses to start with it",
 }
 
 // notLocal are settings the handler reads that local.settings.json leaves out.
@@ -60,6 +61,7 @@ var notInBicep = map[string]string{
 	"AZURE_CLIENT_CERTIFICATE_PASSWORD": "certificate principal: not used in Azure, where the managed identity signs in",
 	"AzureWebJobsStorage":               "a connection string needs shared keys, which the storage account disables; the identity-based settings are set",
 	"AzureWebJobsStorage__accountName":  "the explicit __blobServiceUri and __queueServiceUri are set instead",
+	"SPO_CHUNK_SIZE":                    "tuning for proxies that limit request bodies; the default (PnP's 10 MiB) suits Azure",
 }
 
 // hostRead are settings that may be set or documented although the handler

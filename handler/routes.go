@@ -38,11 +38,18 @@ func (a *app) syncTimer(ctx context.Context, req *azfunc.Request) (*azfunc.Respo
 	}
 	log.Info("SyncTimer fired", "isPastDue", t.IsPastDue, "firstRun", t.FirstRun())
 	defer a.housekeeping(ctx, log)
-	if n, err := a.engine.RecoverPolls(ctx); err != nil {
-		log.Warn("checking for lost status polls", "err", err)
-	} else if n > 0 {
-		resp.Log("scheduled again the lost status poll of %d import job(s)", n)
+	// Every job of ours is followed to its end: before the sync, and again
+	// after it (the sync closes the record of a run that died, which lets
+	// the first polls it never sent be recovered at once).
+	recoverPolls := func() {
+		if n, err := a.engine.RecoverPolls(ctx); err != nil {
+			log.Warn("checking for lost status polls", "err", err)
+		} else if n > 0 {
+			resp.Log("scheduled again the lost status poll of %d import job(s)", n)
+		}
 	}
+	recoverPolls()
+	defer recoverPolls()
 	run, err := a.engine.Sync(ctx, syncer.Options{Trigger: "timer"})
 	if errors.Is(err, profile.ErrBusy) {
 		resp.Log("another sync is running; this occurrence is skipped and the next one tries again")
@@ -62,16 +69,22 @@ func (a *app) syncTimer(ctx context.Context, req *azfunc.Request) (*azfunc.Respo
 }
 
 // housekeeping deletes old import files and log folders when
-// CLEANUP_AFTER_DAYS is set; its failures never fail the sync.
+// CLEANUP_AFTER_DAYS is set, and the records of finished work older than
+// RECORDS_RETENTION_DAYS; its failures never fail the sync.
 func (a *app) housekeeping(ctx context.Context, log *slog.Logger) {
-	if a.cfg.CleanupAfter <= 0 {
-		return
+	if a.cfg.CleanupAfter > 0 {
+		n, err := a.house.Sweep(ctx)
+		if err != nil {
+			log.Warn("housekeeping: import files", "cleaned", n, "err", err)
+		} else {
+			log.Info("housekeeping: import files", "jobsCleaned", n, "afterDays", int(a.cfg.CleanupAfter.Hours()/24))
+		}
 	}
-	n, err := a.house.Sweep(ctx)
-	if err != nil {
-		log.Warn("housekeeping", "cleaned", n, "err", err)
-	} else if n > 0 {
-		log.Info("housekeeping done", "jobsCleaned", n)
+	if a.cfg.Retention > 0 {
+		p, err := a.house.Prune(ctx)
+		if err != nil {
+			log.Warn("housekeeping: records", "runs", p.Runs, "jobs", p.Jobs, "polls", p.Polls, "err", err)
+		}
 	}
 }
 

@@ -30,6 +30,9 @@ param schedule string = '0 0 2 * * *'
 @description('CLEANUP_AFTER_DAYS: delete import files and job logs from the library after this many days; 0 keeps them all.')
 param cleanupAfterDays string = '0'
 
+@description('RECORDS_RETENTION_DAYS: delete run, job and poll records of finished work after this many days; 0 keeps them all.')
+param recordsRetentionDays string = '90'
+
 @description('GRAPH_ENDPOINT: Microsoft Graph origin; change only for national clouds.')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
@@ -146,6 +149,7 @@ module functionApp './modules/functionapp.bicep' = {
     schedule: schedule
     graphEndpoint: graphEndpoint
     cleanupAfterDays: cleanupAfterDays
+    recordsRetentionDays: recordsRetentionDays
     stateContainerName: stateContainerName
     statusQueueName: statusQueueName
     runQueueName: runQueueName

@@ -73,6 +73,9 @@ param statusPollMaxAge string = '48h'
 @description('CLEANUP_AFTER_DAYS: delete import files and job logs older than this many days; 0 keeps everything.')
 param cleanupAfterDays string = '0'
 
+@description('RECORDS_RETENTION_DAYS: delete run, job and poll records of finished work after this many days; 0 keeps them all.')
+param recordsRetentionDays string = '90'
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
   location: location
@@ -152,6 +155,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       STATUS_POLL_BACKOFF: statusPollBackoff
       STATUS_POLL_MAX_AGE: statusPollMaxAge
       CLEANUP_AFTER_DAYS: cleanupAfterDays
+      RECORDS_RETENTION_DAYS: recordsRetentionDays
     }
   }
 }
