@@ -1,6 +1,7 @@
 package main
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/profilesync/profilesync/internal/azstorage"
 	"github.com/profilesync/profilesync/internal/profile"
 	"github.com/profilesync/profilesync/internal/syncer"
 )
@@ -32,7 +34,7 @@ func statusCmd(ctx context.Context, args []string, getenv func(string) string, s
 	withErrors := fs.Bool("errors", false, "print the per-user results of jobs that ended in error")
 	wait := fs.Bool("wait", false, "wait until the job ends (needs JOBID)")
 	timeout := fs.Duration("timeout", 2*time.Hour, "give up waiting after this long")
-	top := fs.Int("top", 50, "without JOBID: how many recorded jobs to list (0 = all)")
+	top := fs.Int("top", 50, "without JOBID: how many recorded jobs to list (0 = all, up to 10,000)")
 	// Flags may come after the job id, as administrators type them.
 	var pos []string
 	for len(args) > 0 {
@@ -92,14 +94,9 @@ func statusCmd(ctx context.Context, args []string, getenv func(string) string, s
 // job still followed, newest first.
 func (a *app) allJobs(ctx context.Context, top int) ([]jobView, error) {
 	var views []jobView
-	infos, err := a.blobs.List(ctx, syncer.JobsPrefix)
+	infos, err := newestJobs(ctx, a.blobs, top)
 	if err != nil {
 		return nil, err
-	}
-	// Records are written once, when a job ends: newest written first.
-	sort.Slice(infos, func(i, k int) bool { return infos[i].LastModified.After(infos[k].LastModified) })
-	if top > 0 && len(infos) > top {
-		infos = infos[:top]
 	}
 	for _, b := range infos {
 		var r syncer.JobRecord
@@ -277,4 +274,49 @@ func printResults(w io.Writer, r syncer.JobRecord) {
 	if r.Truncated {
 		fmt.Fprintf(w, "(only the first %d results are kept)\n", len(r.Results))
 	}
+}
+
+// maxJobsListed bounds a listing asked for "all" jobs.
+const maxJobsListed = 10_000
+
+// newestJobs streams the job records and keeps the top newest written
+// (records are written once, when a job ends), newest first: memory holds
+// top entries however many records there are (retention keeps 90 days'
+// worth, which can still be 100,000s for frequent syncs).
+func newestJobs(ctx context.Context, b *azstorage.Blobs, top int) ([]azstorage.BlobInfo, error) {
+	if top <= 0 || top > maxJobsListed {
+		top = maxJobsListed
+	}
+	h := &oldestFirst{}
+	err := b.Each(ctx, syncer.JobsPrefix, func(info azstorage.BlobInfo) error {
+		if h.Len() < top {
+			heap.Push(h, info)
+		} else if info.LastModified.After((*h)[0].LastModified) {
+			(*h)[0] = info
+			heap.Fix(h, 0)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]azstorage.BlobInfo, h.Len())
+	for i := len(out) - 1; i >= 0; i-- {
+		out[i] = heap.Pop(h).(azstorage.BlobInfo)
+	}
+	return out, nil
+}
+
+// oldestFirst is a min-heap of blobs by write time.
+type oldestFirst []azstorage.BlobInfo
+
+func (h oldestFirst) Len() int           { return len(h) }
+func (h oldestFirst) Less(i, k int) bool { return h[i].LastModified.Before(h[k].LastModified) }
+func (h oldestFirst) Swap(i, k int)      { h[i], h[k] = h[k], h[i] }
+func (h *oldestFirst) Push(x any)        { *h = append(*h, x.(azstorage.BlobInfo)) }
+func (h *oldestFirst) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
