@@ -5,6 +5,7 @@
 package faults
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,9 @@ type Rule struct {
 	Message    string   `json:"message,omitempty"`    // error message; "" = the usual one
 	Delay      Duration `json:"delay,omitempty"`
 	Drop       bool     `json:"drop,omitempty"`
+	// Truncate answers as the origin would, but cuts the body in half and
+	// closes the connection: a page dropped mid-way (truncated JSON).
+	Truncate bool `json:"truncate,omitempty"`
 
 	Count int `json:"count,omitempty"` // apply this many times, then stop; 0 = always
 	Hits  int `json:"hits"`            // times applied so far (read-only)
@@ -109,8 +113,8 @@ func compile(r Rule) (*rule, error) {
 	if r.Count < 0 || r.RetryAfter < 0 || r.Delay < 0 {
 		errs = append(errs, errors.New("count, retryAfter and delay must not be negative"))
 	}
-	if r.Drop && r.Status != 0 {
-		errs = append(errs, errors.New("drop and status are exclusive"))
+	if (r.Drop && r.Status != 0) || (r.Truncate && (r.Drop || r.Status != 0)) {
+		errs = append(errs, errors.New("drop, truncate and status are exclusive"))
 	}
 	var err error
 	if c.path, err = regexp.Compile(r.Path); err != nil {
@@ -242,6 +246,8 @@ func (s *Set) Middleware(origin string, next http.Handler) http.Handler {
 		switch {
 		case rule.Drop:
 			drop(w)
+		case rule.Truncate:
+			truncate(w, r, next)
 		case rule.Status != 0:
 			writeFault(w, r, origin, rule)
 		default:
@@ -260,6 +266,36 @@ func drop(w http.ResponseWriter) {
 	}
 	_ = conn.Close()
 }
+
+// truncate lets next answer into a buffer, sends its status, headers and
+// the first half of its body (with the full Content-Length), then closes
+// the connection: the client reads a cut JSON document.
+func truncate(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	rec := &recorder{header: http.Header{}, status: http.StatusOK}
+	next.ServeHTTP(rec, r)
+	for k, v := range rec.header {
+		w.Header()[k] = v
+	}
+	body := rec.body.Bytes()
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(rec.status)
+	w.Write(body[:len(body)/2])
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	drop(w)
+}
+
+// recorder buffers an answer.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) WriteHeader(status int)      { r.status = status }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 
 var graphCodes = map[int][2]string{
 	400: {"BadRequest", "The request is invalid."},

@@ -148,3 +148,38 @@ func TestPageDelayAndDurationJSON(t *testing.T) {
 		t.Errorf("marshal = %s", b)
 	}
 }
+
+func TestTruncateCutsTheBody(t *testing.T) {
+	s := NewSet()
+	if err := s.Add(Rule{Truncate: true, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	const page = `{"value":[{"id":"1"},{"id":"2"}],"@odata.deltaLink":"x"}`
+	srv := httptest.NewServer(s.Middleware(Graph, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, page)
+	})))
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := client.Get(srv.URL + "/v1.0/users/delta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || resp.StatusCode != 200 || string(body) != page[:len(page)/2] {
+		t.Errorf("truncated answer: %d %q %v; want 200, half the page and a read error", resp.StatusCode, body, err)
+	}
+	resp, err = client.Get(srv.URL + "/v1.0/users/delta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != page {
+		t.Errorf("second answer %q, want the whole page", body)
+	}
+	if err := s.Add(Rule{Truncate: true, Drop: true}); err == nil {
+		t.Error("truncate with drop accepted")
+	}
+}
