@@ -322,13 +322,23 @@ func killAndConverge(t *testing.T, cell killCell) cellOutcome {
 	s.launch(t, bin)
 	s.breakLock(t)
 	changed += changeUsers(t, s, 3, "after the kill")
-	quiet := false
-	for round := 1; round <= 8 && !quiet; round++ {
-		out.rounds = round
+	out.rounds = s.runUntilQuiet(t, nil)
+	out.jobs = assertConverged(t, s, tmp)
+	out.note = fmt.Sprintf("%d user changes", changed)
+	return out
+}
+
+// runUntilQuiet fires the timer and delivers status messages as the host
+// does until a delta run sends nobody and no job is followed any more (at
+// most 8 timer rounds); between rounds it calls between (if set). It
+// returns the rounds it took.
+func (s *stack) runUntilQuiet(t *testing.T, between func(round int)) int {
+	t.Helper()
+	for round := 1; round <= 8; round++ {
 		if status, err := s.tryInvoke("SyncTimer", timerNormal); err != nil || status != 200 {
 			t.Logf("timer round %d: %d %v", round, status, err)
 		}
-		for range 10 {
+		for range 15 {
 			n, died := s.deliver(t)
 			if died {
 				t.Fatal("the handler died without a crash point")
@@ -339,15 +349,16 @@ func killAndConverge(t *testing.T, cell killCell) cellOutcome {
 			time.Sleep(hostVisibility) // invisible messages come back
 		}
 		run := s.lastRun()
-		quiet = run.Status == syncer.StatusSucceeded && run.Mode == syncer.ModeDelta && run.Sent == 0 &&
-			len(s.blobNames(t, syncer.PollsPrefix)) == 0 && s.queueEmpty(t)
+		if run.Status == syncer.StatusSucceeded && run.Mode == syncer.ModeDelta && run.Sent == 0 &&
+			len(s.blobNames(t, syncer.PollsPrefix)) == 0 && s.queueEmpty(t) {
+			return round
+		}
+		if between != nil {
+			between(round)
+		}
 	}
-	if !quiet {
-		t.Errorf("not quiet after 8 timer rounds")
-	}
-	out.jobs = assertConverged(t, s, tmp)
-	out.note = fmt.Sprintf("%d user changes", changed)
-	return out
+	t.Errorf("not quiet after 8 timer rounds")
+	return 8
 }
 
 // changeUsers gives n members a new job title.
@@ -398,20 +409,38 @@ func assertConverged(t *testing.T, s *stack, tmp string) int {
 	t.Helper()
 	checkProfiles(t, s)
 	jobs := s.sim.SPO.Jobs()
-	sources := map[string]string{}
+	records := map[string]syncer.JobRecord{}
 	for _, j := range jobs {
-		if other, dup := sources[j.SourceURI]; dup {
-			t.Errorf("file %s queued twice (jobs %s and %s)", j.SourceURI, other, j.JobID)
-		}
-		sources[j.SourceURI] = j.JobID
 		rec, ok := s.jobRecord(t, j.JobID)
 		if !ok {
 			t.Errorf("job %s (SharePoint state %d) has no job record: nobody followed it to its end", j.JobID, j.State)
 			continue
 		}
-		if rec.State != "Succeeded" {
-			t.Errorf("job %s recorded as %s (%s)", j.JobID, rec.State, rec.ErrorMessage)
+		records[j.JobID] = rec
+	}
+	// A job that did not succeed must have been re-sent: its file queued
+	// again as a job that (in the end) succeeded. Only such requeues may
+	// share a file.
+	requeued := map[string]bool{}
+	for id, rec := range records {
+		seen := map[string]bool{}
+		for cur := rec; cur.State != "Succeeded"; {
+			next, ok := records[cur.RequeuedAs]
+			if cur.RequeuedAs == "" || !ok || seen[cur.RequeuedAs] {
+				t.Errorf("job %s ended %s (%s) and was not re-sent to success (resent: %q)", id, rec.State, rec.ErrorMessage, cur.Resent)
+				break
+			}
+			seen[cur.RequeuedAs] = true
+			requeued[cur.RequeuedAs] = true
+			cur = next
 		}
+	}
+	sources := map[string]string{}
+	for _, j := range jobs {
+		if other, dup := sources[j.SourceURI]; dup && !requeued[j.JobID] {
+			t.Errorf("file %s queued twice (jobs %s and %s)", j.SourceURI, other, j.JobID)
+		}
+		sources[j.SourceURI] = j.JobID
 	}
 	for _, name := range s.blobNames(t, syncer.RunsPrefix) {
 		data, _, err := s.blobs.Get(context.Background(), name)

@@ -936,9 +936,24 @@ func (e *Engine) schedulePolls(ctx context.Context, run *Run) error {
 	return errors.Join(errs...)
 }
 
+// markScheduled notes in a job's poll document that its first poll is on
+// the queue, keeping what else the document holds (the file and mapping a
+// re-send needs).
 func (e *Engine) markScheduled(ctx context.Context, ps PollState) {
+	name := PollsPrefix + ps.JobID + ".json"
+	etag := ""
+	if data, tag, err := e.Blobs.Get(ctx, name); err == nil {
+		var cur PollState
+		if json.Unmarshal(data, &cur) == nil && cur.JobID == ps.JobID {
+			if cur.Attempt > 1 || !cur.LastPoll.IsZero() {
+				return // the poller is already at work: its document wins
+			}
+			cur.Scheduled = true
+			ps, etag = cur, tag
+		}
+	}
 	data, _ := json.MarshalIndent(ps, "", "  ")
-	if _, err := e.Blobs.Put(ctx, PollsPrefix+ps.JobID+".json", data, ""); err != nil {
+	if _, err := e.Blobs.Put(ctx, name, data, etag); err != nil && !errors.Is(err, profile.ErrStale) {
 		e.log().Warn("recording the scheduled status poll", "job", ps.JobID, "err", err)
 	}
 }

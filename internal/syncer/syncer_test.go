@@ -361,6 +361,12 @@ func TestFirstRunIsFullAndCommitsInOrder(t *testing.T) {
 	if !strings.Contains(j.ops[intent], `"queueing": true`) || !strings.Contains(j.ops[recorded], run.JobIDs[0]) {
 		t.Errorf("the run record before the queue call holds no intent, or after it no job id:\n%s\n%s", j.ops[intent], j.ops[recorded])
 	}
+	// The poll document keeps what a re-send needs once the poll is sent.
+	var ps PollState
+	if err := json.Unmarshal(f.blobs.data[PollsPrefix+run.JobIDs[0]+".json"], &ps); err != nil || !ps.Scheduled ||
+		ps.SourceURI != f.tgt.queued[0] || ps.IDType != "CloudId" || ps.PropertyMap["CostCenter"] != "CostCenter" {
+		t.Errorf("poll document after scheduling: %+v (%v)", ps, err)
+	}
 	if first := j.index("put "+StateBlob, 0); first != state {
 		t.Errorf("state.json written before the job was recorded (op %d)", first)
 	}

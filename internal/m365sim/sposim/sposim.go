@@ -276,6 +276,16 @@ func (s *Server) Profile(objectID string) (map[string]string, bool) {
 	return out, true
 }
 
+// SetJobStep changes the time a job spends in each state, for jobs queued
+// from now on and for those waiting (a job that waited longer than the new
+// step moves on when next read). 0 processes new jobs at queue time and
+// leaves waiting ones to AdvanceJob.
+func (s *Server) SetJobStep(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.step = d
+}
+
 // Jobs returns every import job in the order they were queued, after moving
 // each along the clock.
 func (s *Server) Jobs() []JobInfo {
