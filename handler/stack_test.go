@@ -60,6 +60,7 @@ func handlerBinary(t testing.TB) string {
 // handler process.
 type stack struct {
 	t         testing.TB
+	az        *testenv.AzuriteEnv
 	sim       *m365sim.Sim
 	env       []string
 	url       string
@@ -96,6 +97,9 @@ type stackOptions struct {
 	extra   []string // more KEY=value settings
 	// noHandler: set everything up but start no handler process.
 	noHandler bool
+	// ownAzurite: an Azurite for this test alone (s.az), which it may
+	// pause and resume.
+	ownAzurite bool
 }
 
 func startStack(t testing.TB, o stackOptions) *stack {
@@ -107,12 +111,15 @@ func startStack(t testing.TB, o stackOptions) *stack {
 		o.seed = 7
 	}
 	az := testenv.Azurite(t)
+	if o.ownAzurite {
+		az = testenv.DedicatedAzurite(t)
+	}
 	sim, err := m365sim.Start(m365sim.Options{Users: o.users, Seed: o.seed, JobStep: o.jobStep, IdentityHeader: "e2e-identity-header"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sim.Close() })
-	s := &stack{t: t, sim: sim, container: testenv.Name(t, "ps"), qname: testenv.Name(t, "psq"), runQName: testenv.Name(t, "psr"), out: &syncBuffer{}}
+	s := &stack{t: t, sim: sim, az: az, container: testenv.Name(t, "ps"), qname: testenv.Name(t, "psq"), runQName: testenv.Name(t, "psr"), out: &syncBuffer{}}
 	port := testenv.FreePort(t)
 	s.url = "http://127.0.0.1:" + strconv.Itoa(port)
 	s.env = append([]string{

@@ -175,3 +175,35 @@ func finishJobs(t *testing.T, s *stack) {
 		}
 	}
 }
+
+// TestAzuriteStoppedMidRun: storage goes away while a run reads Graph (the
+// host's storage account having a bad minute) and comes back; the run in
+// flight fails or finishes, and the sync converges.
+func TestAzuriteStoppedMidRun(t *testing.T) {
+	s := startStack(t, stackOptions{users: 60, ownAzurite: true, extra: []string{"STATUS_POLL_BACKOFF=1s,2s"}})
+	tmp := s.getenv("TMPDIR")
+	s.putMapping(e2eMapping)
+	// Slow Graph pages keep the run busy while storage is away.
+	s.sim.Faults.SetPageLatency(400 * time.Millisecond)
+	done := make(chan int, 1)
+	go func() {
+		status, _ := s.tryInvoke("SyncTimer", timerFirst)
+		done <- status
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := s.az.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if err := s.az.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	status := <-done
+	t.Logf("the run during the outage answered %d", status)
+	s.sim.Faults.SetPageLatency(0)
+	s.breakLock(t) // a lease the failed run could not release
+	changeUsers(t, s, 3, "after the outage")
+	rounds := s.runUntilQuiet(t, nil)
+	jobs := assertConverged(t, s, tmp)
+	t.Logf("storage outage: %d jobs, quiet after %d timer rounds", jobs, rounds)
+}

@@ -6,6 +6,8 @@
 #   scripts/azurite.sh start [DIR]    start blob+queue(+table) on 127.0.0.1, data in DIR
 #   scripts/azurite.sh stop DIR       stop the instance started in DIR and remove DIR
 #   scripts/azurite.sh status DIR     report whether the instance in DIR is running
+#   scripts/azurite.sh pause DIR      stop the instance but keep DIR and its data;
+#                                     start DIR (same ports) brings it back
 #
 # Environment:
 #   AZURITE_BLOB_PORT  (default 10000)   AZURITE_QUEUE_PORT (default 10001)
@@ -36,7 +38,7 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 install | start [DIR] | stop DIR | status DIR" >&2
+	echo "usage: $0 install | start [DIR] | stop DIR | status DIR | pause DIR" >&2
 	exit 2
 }
 
@@ -203,6 +205,17 @@ cmd_stop() {
 	rm -rf "$dir"
 }
 
+# cmd_pause stops Azurite and keeps its data: the pid file is cleared first,
+# so the watchdog (which removes DIR when Azurite dies) leaves it alone.
+cmd_pause() {
+	local dir="${1:-}"
+	[[ -n "$dir" && -d "$dir" ]] || usage
+	local pid
+	pid="$(read_pid "$dir")" || die "no Azurite running in $dir"
+	echo paused >"$dir/azurite.pid"
+	stop_group "$pid"
+}
+
 cmd_status() {
 	local dir="${1:-}"
 	[[ -n "$dir" ]] || usage
@@ -224,6 +237,7 @@ main() {
 	start) cmd_start "$@" ;;
 	stop) cmd_stop "$@" ;;
 	status) cmd_status "$@" ;;
+	pause) cmd_pause "$@" ;;
 	*) usage ;;
 	esac
 }

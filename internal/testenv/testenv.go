@@ -315,3 +315,51 @@ func sanitizeName(s string) string {
 	}
 	return strings.Trim(b.String(), "-")
 }
+
+// DedicatedAzurite starts an Azurite of the calling test's own, stopped (and
+// its data removed) when the test ends: for tests that stop and restart
+// storage (Pause, Resume), which the shared one must not see.
+func DedicatedAzurite(tb testing.TB) *AzuriteEnv {
+	tb.Helper()
+	env, err := startAzurite()
+	if err != nil {
+		tb.Fatalf("starting Azurite: %v", err)
+	}
+	tb.Cleanup(func() {
+		cmd := exec.Command("bash", filepath.Join(env.root, "scripts", "azurite.sh"), "stop", env.dir)
+		cmd.Dir = env.root
+		_ = cmd.Run()
+	})
+	return env
+}
+
+// Pause stops Azurite and keeps its data (the service is down until Resume).
+func (e *AzuriteEnv) Pause() error {
+	cmd := exec.Command("bash", filepath.Join(e.root, "scripts", "azurite.sh"), "pause", e.dir)
+	cmd.Dir = e.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("azurite.sh pause: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Resume starts a paused Azurite again on the same ports, with its data.
+func (e *AzuriteEnv) Resume() error {
+	port := func(u string) string {
+		rest := u[strings.LastIndex(u, ":")+1:]
+		p, _, _ := strings.Cut(rest, "/")
+		return p
+	}
+	cmd := exec.Command("bash", filepath.Join(e.root, "scripts", "azurite.sh"), "start", e.dir)
+	cmd.Dir = e.root
+	cmd.Env = append(os.Environ(),
+		"AZURITE_BLOB_PORT="+port(e.BlobURL),
+		"AZURITE_QUEUE_PORT="+port(e.QueueURL),
+		"AZURITE_TABLE_PORT=0",
+		"AZURITE_WATCH_PID="+strconv.Itoa(os.Getpid()),
+	)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("azurite.sh start (resume): %w\n%s", err, out)
+	}
+	return nil
+}
