@@ -17,6 +17,12 @@ demo:
 test:
 	scripts/test.sh
 
+#? reliability: the full kill matrix, the fault storms and retention at 150,000 records (each under 10 minutes)
+reliability:
+	scripts/azurite.sh install
+	set -o pipefail; PROFILESYNC_RELIABILITY=full $(GO) test -count=1 -timeout 30m -run 'TestKillMatrix|TestFaultStorms|TestAzuriteStoppedMidRun' -v ./handler | grep -E '^(kill matrix|point|[a-z-]+#[0-9]|---|ok|FAIL)|faults injected|storage outage'
+	set -o pipefail; PROFILESYNC_RETENTION_RECORDS=150000 $(GO) test -count=1 -timeout 60m -run 'TestRetentionAndListingsAtScale' -v ./handler | grep -E 'generated|listing|pruned|---|^ok|^FAIL'
+
 #? bench: the benchmarks (pipeline, simulator, import file, mapping)
 bench:
 	scripts/azurite.sh install
@@ -47,4 +53,4 @@ start: stage
 sim:
 	$(GO) run ./cmd/m365sim --port 8370 --users 2000 --identity-header local-dev-identity-header
 
-.PHONY: help demo test bench build stage package start sim
+.PHONY: help demo test reliability bench build stage package start sim

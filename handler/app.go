@@ -85,6 +85,7 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 		Pending:   st,
 		Lookup:    g,
 		AllJobs:   sp,
+		Files:     sp,
 		// A poll chain with no poll for longer than the longest backoff
 		// (plus slack) died; an unfinished job older than the poller
 		// follows stops blocking syncs.

@@ -93,7 +93,11 @@ func crashHandlerBinary(t testing.TB) string {
 			return
 		}
 		crashBinary.path = filepath.Join(dir, "handler")
-		out, err := exec.Command("go", "build", "-tags", "crashpoints", "-o", crashBinary.path, ".").CombinedOutput()
+		args := []string{"build", "-tags", "crashpoints", "-o", crashBinary.path}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 		if err != nil {
 			crashBinary.err = fmt.Errorf("go build -tags crashpoints: %v\n%s", err, out)
 		}
@@ -122,7 +126,12 @@ func (s *stack) launch(t *testing.T, bin string, extra ...string) *handlerProc {
 	}
 	p := &handlerProc{cmd: cmd, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { p.stop() })
+	t.Cleanup(func() {
+		p.stop()
+		if strings.Contains(s.out.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a data race in the handler process")
+		}
+	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(s.url + "/")
@@ -462,6 +471,12 @@ func assertConverged(t *testing.T, s *stack, tmp string) int {
 	}
 	if left := s.blobNames(t, syncer.PollsPrefix); len(left) != 0 {
 		t.Errorf("jobs still followed: %v", left)
+	}
+	// No orphan in the library: every import file there was queued.
+	for _, p := range s.sim.SPO.FilesIn("/sites/profilesync/Shared Documents/Profile Imports") {
+		if _, queued := sources[s.sim.SPOURL+p]; !queued {
+			t.Errorf("import file %s is in the library but was never queued", p)
+		}
 	}
 	entries, _ := os.ReadDir(tmp)
 	var stale []string

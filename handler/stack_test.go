@@ -45,7 +45,13 @@ func handlerBinary(t testing.TB) string {
 		}
 		binary.dir = dir
 		binary.path = filepath.Join(dir, "handler")
-		out, err := exec.Command("go", "build", "-o", binary.path, ".").CombinedOutput()
+		// Under the race detector the handler the tests start is built with
+		// it too: its goroutines are what the end-to-end tests exercise.
+		args := []string{"build", "-o", binary.path}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 		if err != nil {
 			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -173,6 +179,9 @@ func startStack(t testing.TB, o stackOptions) *stack {
 		case <-done:
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
+		}
+		if strings.Contains(s.out.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a data race in the handler process")
 		}
 		if t.Failed() {
 			t.Logf("handler output:\n%s", s.out.String())

@@ -122,6 +122,9 @@ func TestUploadSmall(t *testing.T) {
 	if want := srv.URL + "/sites/hr/Shared Documents/Profile Imports/import.json"; u != want {
 		t.Errorf("URL = %s, want %s", u, want)
 	}
+	if named := c.FileURL("import.json"); named != u {
+		t.Errorf("FileURL before the upload = %s, the upload says %s", named, u)
+	}
 	reqs := srv.requests()
 	if len(reqs) != 1 {
 		t.Fatalf("%d requests, want 1", len(reqs))

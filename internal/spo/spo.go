@@ -142,6 +142,13 @@ func (c *Client) FolderPath() string {
 	return c.sitePath + "/" + strings.Join(c.folder, "/")
 }
 
+// FileURL is the absolute URL a file of this name gets once uploaded, in
+// the form Upload returns (origin + server-relative path, not encoded), so
+// that a file can be named before its upload ends (and found after a crash).
+func (c *Client) FileURL(name string) string {
+	return c.origin + c.FolderPath() + "/" + name
+}
+
 // parseSiteURL checks that s is an absolute http(s) URL without query or
 // fragment and splits it into origin and decoded site path.
 func parseSiteURL(s string) (origin, sitePath string, err error) {

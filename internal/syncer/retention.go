@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ const DefaultMaxPrune = 10_000
 // Pruned counts what Prune deleted.
 type Pruned struct {
 	Runs, Jobs, Polls int
+	Files             int  // never-queued import files (what-if runs, failed ones) deleted with their run
 	More              bool // the bound was reached: more is due
 }
 
@@ -119,6 +121,21 @@ func (h *Housekeeper) Prune(ctx context.Context) (Pruned, error) {
 		if !budget() {
 			return ErrStopWalk
 		}
+		// Files the run uploaded but never queued (what-if runs keep theirs
+		// for the administrator to look at) go with its record.
+		if data, _, err := h.Blobs.Get(ctx, name); err == nil && h.Files != nil {
+			var run Run
+			if json.Unmarshal(data, &run) == nil {
+				for _, f := range run.Files {
+					if f.URL != "" && f.JobID == "" && !f.Deleted {
+						if err := h.Files.Delete(ctx, f.URL); err != nil && !errors.Is(err, fs.ErrNotExist) {
+							return fmt.Errorf("deleting %s of run %s: %w", f.URL, id, err)
+						}
+						out.Files++
+					}
+				}
+			}
+		}
 		if err := del.Delete(ctx, name); err != nil {
 			return fmt.Errorf("deleting %s: %w", name, err)
 		}
@@ -159,6 +176,6 @@ func (h *Housekeeper) Prune(ctx context.Context) (Pruned, error) {
 	if err != nil {
 		return out, fmt.Errorf("pruning job records: %w", err)
 	}
-	log.Info("records pruned", "runs", out.Runs, "jobs", out.Jobs, "polls", out.Polls, "olderThan", cut, "more", out.More)
+	log.Info("records pruned", "runs", out.Runs, "jobs", out.Jobs, "polls", out.Polls, "unqueuedFiles", out.Files, "olderThan", cut, "more", out.More)
 	return out, nil
 }

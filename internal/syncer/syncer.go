@@ -125,6 +125,9 @@ type Engine struct {
 	// PendingMaxAge: an unfinished earlier job queued longer ago than this
 	// no longer keeps a run from queueing (default 48h).
 	PendingMaxAge time.Duration
+	// Files deletes import files that were uploaded but never queued
+	// (optional; the Target's Delete).
+	Files Remover
 	// AllJobs finds, after a crash, the job a queue call created before the
 	// process could record it (optional).
 	AllJobs JobLister
@@ -257,9 +260,13 @@ type FileRecord struct {
 	Properties int    `json:"properties"`
 	Bytes      int64  `json:"bytes"`
 	JobID      string `json:"jobId,omitempty"`
-	// Queueing is set while the queue call is under way: a record left
-	// with it set means the process died there.
-	Queueing bool `json:"queueing,omitempty"`
+	// Queueing is set while the queue call is under way, Uploading while
+	// the upload is: a record left with either set means the process died
+	// there.
+	Queueing  bool `json:"queueing,omitempty"`
+	Uploading bool `json:"uploading,omitempty"`
+	// Deleted: the file was never queued and is gone from the library.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // PollMessage is the body of a status-poll queue message.
@@ -423,6 +430,17 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 			Name:    fmt.Sprintf("userprofilesyncdata-%s-%s.json", stamp, strings.ReplaceAll(uuid.NewString(), "-", "")),
 			Records: f.Records, Properties: f.Properties, Bytes: f.Bytes,
 		}
+		// The upload's intent reaches storage first: a process that dies
+		// mid-upload leaves a file the next run can name and delete.
+		if n, ok := e.Target.(FileNamer); ok && !opts.WhatIf {
+			rec.URL, rec.Uploading = n.FileURL(rec.Name), true
+			run.Files = append(run.Files, rec)
+			if err := e.putRun(ctx, run); err != nil {
+				return err
+			}
+			run.Files = run.Files[:len(run.Files)-1]
+			rec.Uploading = false
+		}
 		url, err := e.upload(ctx, f, rec.Name)
 		if err != nil {
 			return fmt.Errorf("uploading import file %d of %d: %w", i+1, len(files), err)
@@ -515,6 +533,11 @@ func (e *Engine) follow(ctx context.Context, run *Run, fr *FileRecord, id string
 	return nil
 }
 
+// FileNamer names the URL a file gets once uploaded (optional on Target).
+type FileNamer interface {
+	FileURL(name string) string
+}
+
 // JobLister lists SharePoint's import jobs (GetImportProfilePropertyJobs).
 type JobLister interface {
 	Jobs(ctx context.Context) ([]profile.Job, error)
@@ -527,8 +550,21 @@ type JobLister interface {
 // interrupted run did not move the delta link.
 func (e *Engine) adoptJobs(ctx context.Context, log *slog.Logger, run *Run) bool {
 	var pending []int
-	for i, f := range run.Files {
-		if f.Queueing && f.JobID == "" {
+	for i := range run.Files {
+		f := &run.Files[i]
+		switch {
+		case f.Uploading:
+			// Died mid-upload: never queued; the partial file goes.
+			f.Uploading = false
+			if e.Files != nil && f.URL != "" {
+				if err := e.Files.Delete(ctx, f.URL); err == nil || errors.Is(err, fs.ErrNotExist) {
+					f.Deleted = true
+					log.Info("deleted the file of an interrupted upload", "file", f.URL)
+				} else {
+					log.Warn("deleting the file of an interrupted upload", "file", f.URL, "err", err)
+				}
+			}
+		case f.Queueing && f.JobID == "":
 			pending = append(pending, i)
 		}
 	}
@@ -543,6 +579,7 @@ func (e *Engine) adoptJobs(ctx context.Context, log *slog.Logger, run *Run) bool
 	changed := false
 	for _, i := range pending {
 		fr := &run.Files[i]
+		found := false
 		for _, j := range jobs {
 			// Both URLs are as SharePoint names the file (see spo.Upload).
 			if j.ID != "" && strings.EqualFold(j.SourceURI, fr.URL) {
@@ -560,7 +597,17 @@ func (e *Engine) adoptJobs(ctx context.Context, log *slog.Logger, run *Run) bool
 					e.markScheduled(ctx, ps)
 				} // else RecoverPolls schedules it later
 				log.Warn("found the job an interrupted run had queued; following it", "run", run.ID, "job", j.ID, "file", fr.URL)
-				changed = true
+				changed, found = true, true
+			}
+		}
+		if !found && e.Files != nil {
+			// Never queued: nobody will read the file, and housekeeping knows
+			// only the files of jobs. Its users go in the next run's files.
+			if err := e.Files.Delete(ctx, fr.URL); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				log.Warn("deleting an import file that was never queued", "file", fr.URL, "err", err)
+			} else {
+				fr.Deleted = true
+				log.Info("deleted an import file that was never queued", "file", fr.URL)
 			}
 		}
 		fr.Queueing = false

@@ -368,6 +368,22 @@ func (s *Server) FailJobWith(id string, code int) error {
 	return nil
 }
 
+// FilesIn returns the server-relative paths of the files directly in a
+// folder (nil when the folder does not exist), sorted by name.
+func (s *Server) FilesIn(folderPath string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.lookupFolder(folderPath)
+	if f == nil {
+		return nil
+	}
+	var out []string
+	for _, fi := range f.sortedFiles() {
+		out = append(out, fi.path)
+	}
+	return out
+}
+
 // File returns the bytes of the file at a server-relative path such as
 // "/sites/profilesync/Shared Documents/a.json".
 func (s *Server) File(serverRelativePath string) ([]byte, bool) {
