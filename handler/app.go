@@ -103,7 +103,7 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 		Log:       log,
 	}
 	a.house = &syncer.Housekeeper{Blobs: st, List: st, Files: sp, After: cfg.CleanupAfter, Log: log,
-		Retain: cfg.Retention, Walk: st}
+		Retain: cfg.Retention, Walk: st, AlsoPrune: []string{requestsPrefix}}
 	return a, nil
 }
 

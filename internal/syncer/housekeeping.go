@@ -44,6 +44,8 @@ type Housekeeper struct {
 	Retain   time.Duration
 	Walk     Walker
 	MaxPrune int
+	// AlsoPrune are more prefixes whose records Prune deletes by write time.
+	AlsoPrune []string
 }
 
 // cleanable reports whether housekeeping deletes a job's files once due:

@@ -127,7 +127,10 @@ func TestPruneKeepsWhatIsFollowed(t *testing.T) {
 	put(JobsPrefix+"new.json", JobRecord{JobID: "new", State: "Succeeded"}, now.Add(-89*24*time.Hour))
 	put(JobsPrefix+"uncleaned.json", JobRecord{JobID: "uncleaned", State: "Succeeded"}, now.Add(-150*24*time.Hour))
 
-	h := &Housekeeper{Blobs: b, Walk: w, Retain: 90 * 24 * time.Hour, After: 120 * 24 * time.Hour, Now: func() time.Time { return now }}
+	put("requests/old.json", map[string]string{}, now.Add(-91*24*time.Hour))
+	put("requests/new.json", map[string]string{}, now.Add(-1*24*time.Hour))
+	h := &Housekeeper{Blobs: b, Walk: w, Retain: 90 * 24 * time.Hour, After: 120 * 24 * time.Hour, Now: func() time.Time { return now },
+		AlsoPrune: []string{"requests/"}}
 	// With file housekeeping after 120 days, "uncleaned" keeps its record
 	// until its files are gone; the others have no files left to clean
 	// only if marked: mark them.
@@ -153,12 +156,14 @@ func TestPruneKeepsWhatIsFollowed(t *testing.T) {
 		JobsPrefix + "old.json":        false,
 		JobsPrefix + "new.json":        true,
 		JobsPrefix + "uncleaned.json":  true, // files not cleaned yet
+		"requests/old.json":            false,
+		"requests/new.json":            true,
 	} {
 		if have(name) != want {
 			t.Errorf("%s present = %v, want %v", name, have(name), want)
 		}
 	}
-	if got.Runs != 1 || got.Jobs != 2 || got.Polls != 1 || got.More {
+	if got.Runs != 1 || got.Jobs != 2 || got.Polls != 1 || got.Other != 1 || got.More {
 		t.Errorf("pruned %+v", got)
 	}
 	// A bound: one record per prune.

@@ -29,6 +29,7 @@ const DefaultMaxPrune = 10_000
 type Pruned struct {
 	Runs, Jobs, Polls int
 	Files             int  // never-queued import files (what-if runs, failed ones) deleted with their run
+	Other             int  // records under AlsoPrune
 	More              bool // the bound was reached: more is due
 }
 
@@ -63,7 +64,7 @@ func (h *Housekeeper) Prune(ctx context.Context) (Pruned, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	budget := func() bool {
-		if out.Runs+out.Jobs+out.Polls >= limit {
+		if out.Runs+out.Jobs+out.Polls+out.Other >= limit {
 			out.More = true
 			return false
 		}
@@ -176,6 +177,25 @@ func (h *Housekeeper) Prune(ctx context.Context) (Pruned, error) {
 	if err != nil {
 		return out, fmt.Errorf("pruning job records: %w", err)
 	}
-	log.Info("records pruned", "runs", out.Runs, "jobs", out.Jobs, "polls", out.Polls, "unqueuedFiles", out.Files, "olderThan", cut, "more", out.More)
+	// Other records (the handler's run requests): by the time they were written.
+	for _, prefix := range h.AlsoPrune {
+		err = h.Walk.Walk(ctx, prefix, func(name string, written time.Time) error {
+			if !written.Before(cut) {
+				return nil
+			}
+			if !budget() {
+				return ErrStopWalk
+			}
+			if err := del.Delete(ctx, name); err != nil {
+				return fmt.Errorf("deleting %s: %w", name, err)
+			}
+			out.Other++
+			return nil
+		})
+		if err != nil {
+			return out, fmt.Errorf("pruning %s: %w", prefix, err)
+		}
+	}
+	log.Info("records pruned", "other", out.Other, "runs", out.Runs, "jobs", out.Jobs, "polls", out.Polls, "unqueuedFiles", out.Files, "olderThan", cut, "more", out.More)
 	return out, nil
 }
