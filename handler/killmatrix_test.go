@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,31 +80,13 @@ var crashBinary struct {
 	once sync.Once
 	path string
 	err  error
+	dir  string
 }
 
 // crashHandlerBinary builds the handler with its crash points compiled in.
 func crashHandlerBinary(t testing.TB) string {
 	t.Helper()
-	crashBinary.once.Do(func() {
-		dir, err := os.MkdirTemp("", "profilesync-crash-")
-		if err != nil {
-			crashBinary.err = err
-			return
-		}
-		crashBinary.path = filepath.Join(dir, "handler")
-		args := []string{"build", "-tags", "crashpoints", "-o", crashBinary.path}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-		if err != nil {
-			crashBinary.err = fmt.Errorf("go build -tags crashpoints: %v\n%s", err, out)
-		}
-	})
-	if crashBinary.err != nil {
-		t.Fatal(crashBinary.err)
-	}
-	return crashBinary.path
+	return buildOnce(t, &crashBinary.once, &crashBinary.path, &crashBinary.err, &crashBinary.dir, "profilesync-crash-", "crashpoints")
 }
 
 // handlerProc is one handler process.

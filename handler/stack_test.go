@@ -24,7 +24,16 @@ import (
 	"github.com/profilesync/profilesync/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	testenv.Main(m, func() {
+		// The handler binaries built for the end-to-end tests.
+		for _, dir := range []string{binary.dir, crashBinary.dir} {
+			if dir != "" {
+				os.RemoveAll(dir)
+			}
+		}
+	})
+}
 
 var binary struct {
 	once sync.Once
@@ -37,29 +46,36 @@ var binary struct {
 // host would run it: a separate process speaking the custom-handler protocol.
 func handlerBinary(t testing.TB) string {
 	t.Helper()
-	binary.once.Do(func() {
-		dir, err := os.MkdirTemp("", "profilesync-handler-")
+	return buildOnce(t, &binary.once, &binary.path, &binary.err, &binary.dir, "profilesync-handler-")
+}
+
+// buildOnce builds the handler into a new temporary folder once, with the
+// given build tags. Under the race detector the handler the tests start is
+// built with it too: its goroutines are what the end-to-end tests exercise.
+func buildOnce(t testing.TB, once *sync.Once, path *string, errp *error, dirp *string, prefix string, tags ...string) string {
+	t.Helper()
+	once.Do(func() {
+		dir, err := os.MkdirTemp("", prefix)
 		if err != nil {
-			binary.err = err
+			*errp = err
 			return
 		}
-		binary.dir = dir
-		binary.path = filepath.Join(dir, "handler")
-		// Under the race detector the handler the tests start is built with
-		// it too: its goroutines are what the end-to-end tests exercise.
-		args := []string{"build", "-o", binary.path}
+		*dirp, *path = dir, filepath.Join(dir, "handler")
+		args := []string{"build", "-o", *path}
+		if len(tags) > 0 {
+			args = append(args, "-tags", strings.Join(tags, ","))
+		}
 		if raceEnabled {
 			args = append(args, "-race")
 		}
-		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-		if err != nil {
-			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
+		if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
+			*errp = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	})
-	if binary.err != nil {
-		t.Fatal(binary.err)
+	if *errp != nil {
+		t.Fatal(*errp)
 	}
-	return binary.path
+	return *path
 }
 
 // stack is one end-to-end environment: Azurite, the simulator and a running

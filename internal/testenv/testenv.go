@@ -86,12 +86,15 @@ func Azurite(tb testing.TB) *AzuriteEnv {
 
 // Main runs the tests and then stops the Azurite they started, if any. Call it
 // from TestMain.
-func Main(m *testing.M) {
-	os.Exit(runAndStop(m))
+func Main(m *testing.M, cleanups ...func()) {
+	os.Exit(runAndStop(m, cleanups...))
 }
 
-func runAndStop(m *testing.M) int {
+func runAndStop(m *testing.M, cleanups ...func()) int {
 	code := m.Run()
+	for _, c := range cleanups {
+		c()
+	}
 	if err := stopAzurite(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: stopping Azurite: %v\n", err)
 		if code == 0 {
