@@ -43,11 +43,20 @@ func TestPackage(t *testing.T) {
 		}
 	}
 
+	zipped := 0
+	defer func() {
+		// package.sh needs one of them: a machine with neither cannot
+		// package, and this test must not pass without checking a zip.
+		if zipped == 0 && !t.Failed() {
+			t.Error("neither zip nor python3 is installed: no package was built or checked")
+		}
+	}()
 	for _, zipper := range []string{"zip", "python3"} {
 		t.Run(zipper, func(t *testing.T) {
 			if _, err := exec.LookPath(zipper); err != nil {
 				t.Skipf("%s is not installed; package.sh falls back to the other tool", zipper)
 			}
+			zipped++
 			build := t.TempDir()
 			cmd := exec.Command(bash, "../scripts/package.sh")
 			cmd.Env = append(os.Environ(), "BUILD_DIR="+build, "ZIPPER="+zipper)
