@@ -17,11 +17,11 @@ demo:
 test:
 	scripts/test.sh
 
-#? reliability: the full kill matrix, the fault storms and retention at 150,000 records (each under 10 minutes)
+#? reliability: the full kill matrix, the fault storms and retention at 50,000 records (each part under 10 minutes)
 reliability:
 	scripts/azurite.sh install
 	set -o pipefail; PROFILESYNC_RELIABILITY=full $(GO) test -count=1 -timeout 30m -run 'TestKillMatrix|TestFaultStorms|TestAzuriteStoppedMidRun' -v ./handler | grep -E '^(kill matrix|point|[a-z-]+#[0-9]|---|ok|FAIL)|faults injected|storage outage'
-	set -o pipefail; PROFILESYNC_RETENTION_RECORDS=150000 $(GO) test -count=1 -timeout 60m -run 'TestRetentionAndListingsAtScale' -v ./handler | grep -E 'generated|listing|pruned|---|^ok|^FAIL'
+	set -o pipefail; PROFILESYNC_RETENTION_RECORDS=50000 $(GO) test -count=1 -timeout 60m -run 'TestRetentionAndListingsAtScale' -v ./handler | grep -E 'generated|listing|pruned|---|^ok|^FAIL'
 
 #? bench: the benchmarks (pipeline, simulator, import file, mapping)
 bench:
