@@ -65,7 +65,7 @@ func (e *Engine) Plan(ctx context.Context, opts Options, limit int) (*Plan, erro
 		limit = DefaultPlanLimit
 	}
 	run := &Run{}
-	m, _, link, err := e.prepare(ctx, run, opts)
+	m, _, _, link, err := e.prepare(ctx, run, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -134,18 +134,15 @@ type Engine struct {
 	// Lookup serves runs limited to chosen users or a filter, and reads
 	// again the users an earlier import failed for.
 	Lookup UserLookup
-
-	resendList []ResendUser // State.Resend as prepare read it (one run at a time: the lock)
-	lease      Lease        // the lock of the run under way
 }
 
 // checkLease fails when the run no longer holds the sync lock.
-func (e *Engine) checkLease() error {
-	if e.lease == nil {
+func checkLease(lease Lease) error {
+	if lease == nil {
 		return nil
 	}
 	select {
-	case <-e.lease.Lost():
+	case <-lease.Lost():
 		return ErrLockLost
 	default:
 		return nil
@@ -341,7 +338,6 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 		case <-ctx.Done():
 		}
 	}()
-	e.lease = lease
 
 	start := e.now()
 	run := &Run{ID: NewRunID(start), Trigger: opts.Trigger, WhatIf: opts.WhatIf, Status: StatusRunning, Started: start,
@@ -359,7 +355,7 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 	if opts.OnStart != nil {
 		opts.OnStart(run.ID)
 	}
-	err = e.sync(ctx, log, run, opts)
+	err = e.sync(ctx, log, run, opts, lease)
 	if err != nil && errors.Is(context.Cause(ctx), ErrLockLost) && !errors.Is(err, ErrLockLost) {
 		err = fmt.Errorf("%w: %v", ErrLockLost, err)
 	}
@@ -392,14 +388,14 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 	return run, nil
 }
 
-func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Options) error {
-	m, etag, link, err := e.prepare(ctx, run, opts)
+func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Options, lease Lease) error {
+	m, st, etag, link, err := e.prepare(ctx, run, opts)
 	if err != nil {
 		return err
 	}
 	var resend []ResendUser
 	if run.Mode == ModeDelta {
-		resend = e.resendList
+		resend = st.Resend
 	}
 	if !opts.WhatIf && !opts.AllowOverlap {
 		if err := e.checkPending(ctx); err != nil {
@@ -497,7 +493,7 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		return nil
 	}
 	crashpoint.Hit(crashpoint.BeforeStateSave)
-	if err := e.checkLease(); err != nil {
+	if err := checkLease(lease); err != nil {
 		return err
 	}
 	newState := State{DeltaLink: next, MappingHash: run.MappingHash, LastRunID: run.ID, Updated: e.now()}
@@ -688,17 +684,17 @@ func (e *Engine) checkPending(ctx context.Context) error {
 }
 
 // prepare picks the mapping and the mode of a run.
-func (e *Engine) prepare(ctx context.Context, run *Run, opts Options) (m *mapping.Mapping, etag, link string, err error) {
+func (e *Engine) prepare(ctx context.Context, run *Run, opts Options) (m *mapping.Mapping, st State, etag, link string, err error) {
 	m = opts.Mapping
 	if m == nil {
 		if m, err = e.LoadMapping(ctx); err != nil {
-			return nil, "", "", err
+			return nil, State{}, "", "", err
 		}
 	}
 	run.MappingHash = m.Hash()
-	st, etag, err := e.LoadState(ctx)
+	st, etag, err = e.LoadState(ctx)
 	if err != nil {
-		return nil, "", "", err
+		return nil, State{}, "", "", err
 	}
 	link = st.DeltaLink
 	switch {
@@ -719,11 +715,10 @@ func (e *Engine) prepare(ctx context.Context, run *Run, opts Options) (m *mappin
 	default:
 		run.Mode = ModeDelta
 	}
-	e.resendList = st.Resend
 	if (len(opts.Users) > 0 || opts.Filter != "") && e.Lookup == nil {
-		return nil, "", "", errors.New("this engine cannot look users up (no UserLookup)")
+		return nil, State{}, "", "", errors.New("this engine cannot look users up (no UserLookup)")
 	}
-	return m, etag, link, nil
+	return m, st, etag, link, nil
 }
 
 // sink receives what a read produces: records to send, and skipped users.
