@@ -65,7 +65,7 @@ func killMatrix(full bool) []killCell {
 			killCell{crashpoint.GraphPage, 2},
 			killCell{crashpoint.ImportFileWrite, 1},
 			killCell{crashpoint.ImportFileWrite, 55},
-			killCell{crashpoint.ChunkedUpload, 3},
+			killCell{crashpoint.ChunkedUpload, 2},
 			// The second run (a delta round after the first run's changes).
 			killCell{crashpoint.BeforeQueue, 2},
 			killCell{crashpoint.AfterQueue, 2},
@@ -270,7 +270,7 @@ func runKillMatrix(t *testing.T, full bool) {
 func killAndConverge(t *testing.T, cell killCell) cellOutcome {
 	out := cellOutcome{cell: cell}
 	s := startStack(t, stackOptions{users: 60, noHandler: true, extra: []string{
-		"STATUS_POLL_BACKOFF=1s,2s", "SPO_CHUNK_SIZE=8192",
+		"STATUS_POLL_BACKOFF=1s,2s", "SPO_CHUNK_SIZE=4096",
 	}})
 	bin := crashHandlerBinary(t)
 	tmp := s.getenv("TMPDIR")

@@ -45,7 +45,9 @@ const oldRuns = 600
 // followed needs.
 func TestRetentionAndListingsAtScale(t *testing.T) {
 	total := retentionRecords()
-	s := startStack(t, stackOptions{users: 5, noHandler: true})
+	// PROFILESYNC_RETENTION_SQL=1 (make reliability) keeps Azurite's blob
+	// metadata in MariaDB, where its lookups are indexed.
+	s := startStack(t, stackOptions{users: 5, noHandler: true, sqlAzurite: os.Getenv("PROFILESYNC_RETENTION_SQL") == "1"})
 	a := s.inProcessApp(t)
 	ctx := context.Background()
 	now := time.Now().UTC()

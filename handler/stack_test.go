@@ -122,6 +122,9 @@ type stackOptions struct {
 	// ownAzurite: an Azurite for this test alone (s.az), which it may
 	// pause and resume.
 	ownAzurite bool
+	// sqlAzurite: an Azurite of its own whose blob metadata lives in
+	// MariaDB (indexed), for 100,000s of blobs in one container.
+	sqlAzurite bool
 }
 
 func startStack(t testing.TB, o stackOptions) *stack {
@@ -133,7 +136,10 @@ func startStack(t testing.TB, o stackOptions) *stack {
 		o.seed = 7
 	}
 	az := testenv.Azurite(t)
-	if o.ownAzurite {
+	switch {
+	case o.sqlAzurite:
+		az = testenv.SQLAzurite(t)
+	case o.ownAzurite:
 		az = testenv.DedicatedAzurite(t)
 	}
 	sim, err := m365sim.Start(m365sim.Options{Users: o.users, Seed: o.seed, JobStep: o.jobStep, IdentityHeader: "e2e-identity-header"})

@@ -40,8 +40,9 @@ type AzuriteEnv struct {
 	BlobURL  string
 	QueueURL string
 
-	dir  string // data folder handed to the script; removed by stop
-	root string // repository root
+	dir   string   // data folder handed to the script; removed by stop
+	root  string   // repository root
+	extra []string // more environment for the script (AZURITE_DB)
 }
 
 // startAttempts bounds how often start is retried with fresh ports: a port
@@ -106,7 +107,7 @@ func runAndStop(m *testing.M, cleanups ...func()) int {
 
 // startAzurite must not call tb.Fatal: it runs inside sync.Once, which would
 // then count as done without a result.
-func startAzurite() (*AzuriteEnv, error) {
+func startAzurite(extraEnv ...string) (*AzuriteEnv, error) {
 	root, err := findRepoRoot()
 	if err != nil {
 		return nil, err
@@ -121,7 +122,7 @@ func startAzurite() (*AzuriteEnv, error) {
 		if err != nil {
 			return nil, err
 		}
-		env, err := startOnce(root, blobPort, queuePort)
+		env, err := startOnce(root, blobPort, queuePort, extraEnv...)
 		if err == nil {
 			return env, nil
 		}
@@ -134,7 +135,7 @@ func startAzurite() (*AzuriteEnv, error) {
 	return nil, errors.Join(errs...)
 }
 
-func startOnce(root string, blobPort, queuePort int) (*AzuriteEnv, error) {
+func startOnce(root string, blobPort, queuePort int, extraEnv ...string) (*AzuriteEnv, error) {
 	if blobPort == queuePort {
 		return nil, errors.New("free port picker returned the same port twice")
 	}
@@ -156,6 +157,7 @@ func startOnce(root string, blobPort, queuePort int) (*AzuriteEnv, error) {
 		"AZURITE_TABLE_PORT=0",
 		"AZURITE_WATCH_PID="+strconv.Itoa(os.Getpid()),
 	)
+	cmd.Env = append(cmd.Env, extraEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -167,6 +169,7 @@ func startOnce(root string, blobPort, queuePort int) (*AzuriteEnv, error) {
 		return nil, fmt.Errorf("scripts/azurite.sh start: %w\n%s", err, stdout.String())
 	}
 	env.root = root
+	env.extra = extraEnv
 	return env, nil
 }
 
@@ -322,9 +325,12 @@ func sanitizeName(s string) string {
 // DedicatedAzurite starts an Azurite of the calling test's own, stopped (and
 // its data removed) when the test ends: for tests that stop and restart
 // storage (Pause, Resume), which the shared one must not see.
-func DedicatedAzurite(tb testing.TB) *AzuriteEnv {
+//
+// extraEnv goes to Azurite's environment, e.g. AZURITE_DB=mysql://… for its
+// SQL blob metadata store (see SQLAzurite).
+func DedicatedAzurite(tb testing.TB, extraEnv ...string) *AzuriteEnv {
 	tb.Helper()
-	env, err := startAzurite()
+	env, err := startAzurite(extraEnv...)
 	if err != nil {
 		tb.Fatalf("starting Azurite: %v", err)
 	}
@@ -361,8 +367,46 @@ func (e *AzuriteEnv) Resume() error {
 		"AZURITE_TABLE_PORT=0",
 		"AZURITE_WATCH_PID="+strconv.Itoa(os.Getpid()),
 	)
+	cmd.Env = append(cmd.Env, e.extra...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("azurite.sh start (resume): %w\n%s", err, out)
 	}
 	return nil
+}
+
+// SQLAzurite starts a dedicated Azurite whose blob metadata lives in a
+// MariaDB of its own (scripts/mariadb.sh), for tests that put 100,000s of
+// blobs in one container: Azurite's default store scans every blob of the
+// account on each blob operation. It skips the test when MariaDB is not
+// installed and cannot be.
+func SQLAzurite(tb testing.TB) *AzuriteEnv {
+	tb.Helper()
+	root, err := findRepoRoot()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "testenv-mariadb-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	script := filepath.Join(root, "scripts", "mariadb.sh")
+	out, err := exec.Command("bash", script, "start", dir).Output()
+	if err != nil {
+		os.RemoveAll(dir)
+		if ee, ok := err.(*exec.ExitError); ok && strings.Contains(string(ee.Stderr), "needs root") {
+			tb.Skipf("MariaDB for Azurite's SQL store: %s", ee.Stderr)
+		}
+		tb.Fatalf("scripts/mariadb.sh start: %v\n%s", err, out)
+	}
+	tb.Cleanup(func() { _ = exec.Command("bash", script, "stop", dir).Run() })
+	var db string
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "AZURITE_DB="); ok {
+			db = v
+		}
+	}
+	if db == "" {
+		tb.Fatalf("scripts/mariadb.sh start printed no AZURITE_DB line:\n%s", out)
+	}
+	return DedicatedAzurite(tb, "AZURITE_DB="+db)
 }
