@@ -11,21 +11,24 @@ help:
 #? demo: the main job end to end on the local stack (Azurite + Microsoft 365 simulator)
 demo:
 	scripts/azurite.sh install
+	scripts/mariadb.sh install
 	$(GO) run ./cmd/demo
 
 #? test: every test (installs Azurite into .tools/ first); .ci/run calls this
 test:
 	scripts/test.sh
 
-#? reliability: the full kill matrix, the fault storms and retention at 50,000 records (each part under 10 minutes)
+#? reliability: the full kill matrix, the fault storms and retention at 150,000 records (each part under 10 minutes; MariaDB for Azurite, installed if missing)
 reliability:
 	scripts/azurite.sh install
+	scripts/mariadb.sh install
 	set -o pipefail; PROFILESYNC_RELIABILITY=full $(GO) test -count=1 -timeout 30m -run 'TestKillMatrix|TestFaultStorms|TestAzuriteStoppedMidRun' -v ./handler | grep -E '^(kill matrix|point|[a-z-]+#[0-9]|---|ok|FAIL)|faults injected|storage outage'
-	set -o pipefail; PROFILESYNC_RETENTION_RECORDS=50000 $(GO) test -count=1 -timeout 60m -run 'TestRetentionAndListingsAtScale' -v ./handler | grep -E 'generated|listing|pruned|---|^ok|^FAIL'
+	set -o pipefail; PROFILESYNC_RETENTION_SQL=1 PROFILESYNC_RETENTION_RECORDS=150000 $(GO) test -count=1 -timeout 60m -run 'TestRetentionAndListingsAtScale' -v ./handler | grep -E 'generated|listing|pruned|---|^ok|^FAIL'
 
 #? bench: the benchmarks (pipeline, simulator, import file, mapping)
 bench:
 	scripts/azurite.sh install
+	scripts/mariadb.sh install
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 #? build: the handler and the simulator for this machine, into .build/bin

@@ -16,16 +16,16 @@ import (
 )
 
 // retentionRecords is how many records TestRetentionAndListingsAtScale
-// generates straight into Azurite: 50,000 in `make reliability`
-// (PROFILESYNC_RETENTION_RECORDS), 12,000 in `make test`. Azurite's blob
-// metadata store (LokiJS) looks blobs up through its accountName index,
-// which every blob shares, so each write or delete scans every blob
-// present (azurite 3.35.0 dist/src/blob/persistence/LokiBlobMetadataStore.js,
-// deleteBlob and the indices of its blobs collection): measured 2 ms per
-// delete at 1,500 blobs, 17 ms at 15,000. Generating N records costs N²:
-// 150,000 would take about an hour here, so the figure asked for is
-// PROFILESYNC_RETENTION_RECORDS=150000 away, not in a target; the records
-// due for deletion are kept few (oldRuns) for the same reason.
+// generates straight into Azurite: 150,000 in `make reliability`
+// (PROFILESYNC_RETENTION_RECORDS, with PROFILESYNC_RETENTION_SQL=1), 12,000
+// in `make test`. Azurite's default blob metadata store (LokiJS) looks
+// blobs up through its accountName index, which every blob shares, so each
+// write or delete scans every blob present (azurite 3.35.0
+// dist/src/blob/persistence/LokiBlobMetadataStore.js, deleteBlob and the
+// indices of its blobs collection): 2 ms per delete at 1,500 blobs, 17 ms
+// at 15,000, and N records cost N². With AZURITE_DB (MariaDB, started by
+// scripts/mariadb.sh) its lookups are indexed: 150,000 records in about
+// 7 minutes here. The records due for deletion are kept few (oldRuns).
 func retentionRecords() int {
 	if n, err := strconv.Atoi(os.Getenv("PROFILESYNC_RETENTION_RECORDS")); err == nil && n > 0 {
 		return n
