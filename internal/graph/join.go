@@ -54,6 +54,16 @@ func (s *spillFile) write(v any) error {
 	return err
 }
 
+// writeLine copies a line read back from another spill file. The line is
+// the scanner's own buffer: it is written as it is, then the newline, never
+// appended to (which would write into the scanner's buffer).
+func (s *spillFile) writeLine(line []byte) error {
+	if _, err := s.w.Write(line); err != nil {
+		return err
+	}
+	return s.w.WriteByte('\n')
+}
+
 // each reads the file back, line by line.
 func (s *spillFile) each(fn func([]byte) error) error {
 	if err := s.w.Flush(); err != nil {
@@ -157,8 +167,7 @@ func (j *joiner) finish(ctx context.Context, r *managerResolver, fn func(profile
 		if err := json.Unmarshal(line, &k); err != nil {
 			return err
 		}
-		_, err := userParts[bucketOf(k.M, n)].w.Write(append(line, '\n'))
-		return err
+		return userParts[bucketOf(k.M, n)].writeLine(line)
 	})
 	if err != nil {
 		return fmt.Errorf("splitting the spilled users: %w", err)
@@ -170,8 +179,7 @@ func (j *joiner) finish(ctx context.Context, r *managerResolver, fn func(profile
 		if err := json.Unmarshal(line, &k); err != nil {
 			return err
 		}
-		_, err := candParts[bucketOf(k.ID, n)].w.Write(append(line, '\n'))
-		return err
+		return candParts[bucketOf(k.ID, n)].writeLine(line)
 	})
 	if err != nil {
 		return fmt.Errorf("splitting the spilled managers: %w", err)
