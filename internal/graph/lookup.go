@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -105,26 +106,40 @@ func (c *Client) Lookup(ctx context.Context, sel profile.Selection, ids []string
 	return missing, nil
 }
 
-// List reads the users a $filter selects, page by page. Advanced queries
-// need ConsistencyLevel: eventual and $count=true; both are always sent,
-// which Graph accepts for simple filters too.
+// List reads the users a $filter selects, page by page.
+//
+// A mapping that draws on the manager needs $expand=manager, which Graph
+// does not combine with advanced queries (ConsistencyLevel: eventual and
+// $count=true: learn.microsoft.com/graph/aad-advanced-queries; "Query
+// parameter COUNT is not supported along with EXPAND", Microsoft Q&A
+// 1134278): such a run sends a default query, which takes eq, startsWith
+// and in. Without the manager, the advanced headers are sent, so ne, not,
+// endsWith work too.
 func (c *Client) List(ctx context.Context, sel profile.Selection, filter string, fn func(profile.User) error) error {
 	headers := abstractions.NewRequestHeaders()
-	headers.Add("ConsistencyLevel", "eventual")
 	top := int32(999)
-	count := true
-	cfg := &users.UsersRequestBuilderGetRequestConfiguration{
-		Headers: headers,
-		QueryParameters: &users.UsersRequestBuilderGetQueryParameters{
-			Filter: &filter, Select: sel.Properties, Expand: expandManager(sel), Top: &top, Count: &count,
-		},
+	q := &users.UsersRequestBuilderGetQueryParameters{Filter: &filter, Select: sel.Properties, Top: &top}
+	advanced := len(sel.Manager) == 0
+	if advanced {
+		headers.Add("ConsistencyLevel", "eventual")
+		count := true
+		q.Count = &count
+	} else {
+		q.Expand = expandManager(sel)
 	}
+	cfg := &users.UsersRequestBuilderGetRequestConfiguration{Headers: headers, QueryParameters: q}
 	rctx, cancel := c.bounded(ctx)
 	resp, err := c.svc.Users().Get(rctx, cfg)
 	cancel()
 	for pages := 1; ; pages++ {
 		if err != nil {
-			return fmt.Errorf("listing users with filter %q: %w", filter, classify(err))
+			err = classify(err)
+			var ge *Error
+			if !advanced && errors.As(err, &ge) && ge.Status == 400 && strings.EqualFold(ge.Code, "Request_UnsupportedQuery") {
+				return fmt.Errorf("listing users with filter %q: the mapping needs each user's manager ($expand=manager), "+
+					"which Graph does not combine with the advanced queries this filter needs: use eq, startsWith or in, or name the users: %w", filter, err)
+			}
+			return fmt.Errorf("listing users with filter %q: %w", filter, err)
 		}
 		for _, u := range resp.GetValue() {
 			if err := fn(withManager(u, sel)); err != nil {

@@ -157,3 +157,51 @@ func TestManagerKnownFromAnEarlierSighting(t *testing.T) {
 		t.Errorf("u2's manager was never mentioned, but it is handed over as %v", newest["u2"].Props["manager"])
 	}
 }
+
+// TestListQueryKinds: a filter run whose mapping needs the manager sends a
+// default query with $expand=manager (Graph refuses $expand in advanced
+// queries) and says so when Graph wants an advanced query; without the
+// manager it sends the advanced headers.
+func TestListQueryKinds(t *testing.T) {
+	type seen struct {
+		consistency, count, expand bool
+	}
+	var got []seen
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		s := seen{r.Header.Get("ConsistencyLevel") == "eventual", q.Get("$count") == "true", q.Get("$expand") != ""}
+		got = append(got, s)
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(q.Get("$filter"), "endsWith") && !s.consistency {
+			w.WriteHeader(400)
+			fmt.Fprint(w, `{"error":{"code":"Request_UnsupportedQuery","message":"Unsupported Query."}}`)
+			return
+		}
+		fmt.Fprint(w, `{"value":[{"id":"u1","userPrincipalName":"a@contoso.com"}]}`)
+	}))
+	defer srv.Close()
+	c, err := New(Options{Endpoint: srv.URL, Credential: staticCred{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	count := func(profile.User) error { n++; return nil }
+	withManager := profile.Selection{Properties: []string{"id", "userPrincipalName"}, Manager: []string{"id", "mail"}}
+	if err := c.List(context.Background(), withManager, "startsWith(userPrincipalName,'a')", count); err != nil || n != 1 {
+		t.Fatalf("default filter with the manager: %v (%d users)", err, n)
+	}
+	if last := got[len(got)-1]; last.consistency || last.count || !last.expand {
+		t.Errorf("with the manager: %+v, want $expand and no advanced headers", last)
+	}
+	err = c.List(context.Background(), withManager, "endsWith(mail,'@contoso.com')", count)
+	if err == nil || !strings.Contains(err.Error(), "manager") || !strings.Contains(err.Error(), "eq, startsWith or in") {
+		t.Errorf("advanced filter with the manager: %v, want an error naming the conflict", err)
+	}
+	noManager := profile.Selection{Properties: []string{"id", "userPrincipalName"}}
+	if err := c.List(context.Background(), noManager, "endsWith(mail,'@contoso.com')", count); err != nil {
+		t.Fatalf("advanced filter without the manager: %v", err)
+	}
+	if last := got[len(got)-1]; !last.consistency || !last.count || last.expand {
+		t.Errorf("without the manager: %+v, want ConsistencyLevel and $count, no $expand", last)
+	}
+}

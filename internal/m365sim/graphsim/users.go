@@ -147,6 +147,16 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, q query) {
 			e.write(w, r)
 			return
 		}
+		// Advanced queries (ConsistencyLevel: eventual, $count) do not take
+		// $expand: learn.microsoft.com/graph/aad-advanced-queries ("$expand
+		// is not currently supported with advanced queries"); reported as an
+		// error with $expand=manager in microsoftgraph/msgraph-sdk-dotnet#2068
+		// and Microsoft Q&A 1134278 ("Query parameter COUNT is not supported
+		// along with EXPAND"). The code is [inferred].
+		if tok.Expand != "" && (count || eventual(r)) {
+			badRequest("Request_UnsupportedQuery", "Query parameter COUNT is not supported along with EXPAND: $expand is not supported with advanced queries (ConsistencyLevel: eventual).").write(w, r)
+			return
+		}
 	}
 	sel, e := s.parseSelect(tok.Select, true)
 	if e != nil {
