@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 
 	"io"
 	"log/slog"
@@ -36,6 +38,38 @@ func BenchmarkPipeline(b *testing.B) {
 		b.Run("users="+strconv.Itoa(users), func(b *testing.B) { benchPipeline(b, users) })
 	}
 	b.Run("users=100000/repeat=20", func(b *testing.B) { benchPipeline(b, 100000, "--delta-repeat", "20") })
+}
+
+// BenchmarkFullSync measures what a full sync of a large tenant costs in
+// wall time, with Graph answering at once and with 300 ms per page (a real
+// tenant's order of magnitude), delta pages of 200 users: the sequential
+// delta round's baseline that parallel range reads are to beat (issue 12).
+// It also reports the process's peak resident memory (VmHWM). 500,000 users
+// at 300 ms per page take over 12 minutes per run.
+func BenchmarkFullSync(b *testing.B) {
+	for _, users := range []int{100000, 500000} {
+		for _, latency := range []string{"0ms", "300ms"} {
+			name := fmt.Sprintf("users=%d/page=%s", users, latency)
+			b.Run(name, func(b *testing.B) {
+				benchPipeline(b, users, "--page-size", "200", "--page-latency", latency)
+			})
+		}
+	}
+}
+
+// peakRSS reads the process's peak resident set size (VmHWM) in bytes.
+func peakRSS() (uint64, error) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/self/status")
 }
 
 func benchPipeline(b *testing.B, users int, simArgs ...string) {
@@ -95,6 +129,8 @@ func benchPipeline(b *testing.B, users int, simArgs ...string) {
 		}
 	}()
 	runtime.GC()
+	// Reset the peak RSS (Linux: "5" to clear_refs), so it covers the runs.
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 	b.ResetTimer()
 	sent := 0
 	for b.Loop() {
@@ -110,6 +146,9 @@ func benchPipeline(b *testing.B, users int, simArgs ...string) {
 	b.ReportMetric(float64(sent)/elapsed.Seconds(), "users/s")
 	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MB")
 	b.ReportMetric(float64(peakLive.Load())/(1<<20), "peak-live-MB") // live after a GC: what the run really holds
+	if rss, err := peakRSS(); err == nil {
+		b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MB")
+	}
 }
 
 // startSimProcess builds and starts cmd/m365sim and returns the settings it prints.
