@@ -445,8 +445,20 @@ func assertConverged(t *testing.T, s *stack, tmp string) int {
 			t.Errorf("run %s is still marked running", run.ID)
 		}
 		for _, f := range run.Files {
-			if f.Queueing {
-				t.Errorf("run %s: file %s left in the middle of its queue call", run.ID, f.Name)
+			if f.Queueing || f.Uploading {
+				t.Errorf("run %s: file %s left in the middle of its upload or queue call", run.ID, f.Name)
+			}
+		}
+		// Every job of the run that ended is linked into the run record
+		// (a poll that died after writing the job record links it when
+		// its message comes back).
+		linked := map[string]bool{}
+		for _, l := range run.JobResults {
+			linked[l.JobID] = true
+		}
+		for _, id := range run.JobIDs {
+			if _, recorded := records[id]; recorded && !linked[id] {
+				t.Errorf("run %s: job %s ended but is not linked into the run record", run.ID, id)
 			}
 		}
 	}
