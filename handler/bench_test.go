@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/profilesync/profilesync/internal/graph"
 	"github.com/profilesync/profilesync/internal/syncer"
 	"github.com/profilesync/profilesync/internal/testenv"
 )
@@ -46,13 +47,19 @@ func BenchmarkPipeline(b *testing.B) {
 // delta round's baseline that parallel range reads are to beat (issue 12).
 // It also reports the process's peak resident memory (VmHWM). 500,000 users
 // at 300 ms per page take over 12 minutes per run.
+//
+// prefetch=0 requests each page only once the one before it is mapped and
+// written (the way before pages were read ahead); prefetch=1 is the
+// default.
 func BenchmarkFullSync(b *testing.B) {
 	for _, users := range []int{100000, 500000} {
 		for _, latency := range []string{"0ms", "300ms"} {
-			name := fmt.Sprintf("users=%d/page=%s", users, latency)
-			b.Run(name, func(b *testing.B) {
-				benchPipeline(b, users, "--page-size", "200", "--page-latency", latency)
-			})
+			for _, prefetch := range []int{-1, 1} {
+				name := fmt.Sprintf("users=%d/page=%s/prefetch=%d", users, latency, max(prefetch, 0))
+				b.Run(name, func(b *testing.B) {
+					benchPipelineWith(b, users, prefetch, "--page-size", "200", "--page-latency", latency)
+				})
+			}
 		}
 	}
 }
@@ -73,6 +80,12 @@ func peakRSS() (uint64, error) {
 }
 
 func benchPipeline(b *testing.B, users int, simArgs ...string) {
+	benchPipelineWith(b, users, 0, simArgs...)
+}
+
+// benchPipelineWith runs benchPipeline with a Graph client reading prefetch
+// pages ahead (0: the default).
+func benchPipelineWith(b *testing.B, users, prefetch int, simArgs ...string) {
 	az := testenv.Azurite(b)
 	simEnv := startSimProcess(b, users, simArgs...)
 	env := map[string]string{
@@ -104,6 +117,17 @@ func benchPipeline(b *testing.B, users int, simArgs ...string) {
 		b.Fatal(err)
 	}
 	a.engine.TempDir = b.TempDir()
+	if prefetch != 0 {
+		cred, err := credential(cfg, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		g, err := graph.New(graph.Options{Endpoint: cfg.GraphEndpoint, Credential: cred, Prefetch: prefetch})
+		if err != nil {
+			b.Fatal(err)
+		}
+		a.engine.Source = g
+	}
 
 	var peak, peakLive atomic.Uint64
 	stop := make(chan struct{})

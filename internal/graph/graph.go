@@ -54,7 +54,11 @@ type Options struct {
 	// Timeout bounds one Graph call, its retries after 429/503/504 included.
 	// Default 5 minutes.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// Prefetch is how many pages of a round are requested ahead of the one
+	// being mapped and written (default 1; negative: none, each page is
+	// requested when the one before it is done).
+	Prefetch int
+	Logger   *slog.Logger
 }
 
 // Client reads users from Graph.
@@ -65,6 +69,7 @@ type Client struct {
 	cacheMax int
 	timeout  time.Duration
 	tempDir  string
+	prefetch int
 }
 
 // bounded gives one Graph exchange its own deadline. kiota-http-go puts a
@@ -95,6 +100,9 @@ func New(o Options) (*Client, error) {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Minute
+	}
+	if o.Prefetch == 0 {
+		o.Prefetch = 1
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -132,6 +140,7 @@ func New(o Options) (*Client, error) {
 		cacheMax: o.ManagerCache,
 		timeout:  o.Timeout,
 		tempDir:  o.TempDir,
+		prefetch: o.Prefetch,
 	}, nil
 }
 
@@ -172,7 +181,12 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		}
 		defer join.close()
 	}
-	if initial {
+	first := func(ctx context.Context) (users.DeltaGetResponseable, error) {
+		rctx, cancel := c.bounded(ctx)
+		defer cancel()
+		if !initial {
+			return builder.WithUrl(deltaLink).GetAsDeltaGetResponse(rctx, nil)
+		}
 		props := append([]string(nil), sel.Properties...)
 		if len(sel.Manager) > 0 {
 			for _, m := range sel.Manager { // every user may be a manager
@@ -182,16 +196,19 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 			}
 			props = append(props, "manager")
 		}
-		rctx, cancel := c.bounded(ctx)
-		resp, err = builder.GetAsDeltaGetResponse(rctx, &users.DeltaRequestBuilderGetRequestConfiguration{
+		return builder.GetAsDeltaGetResponse(rctx, &users.DeltaRequestBuilderGetRequestConfiguration{
 			QueryParameters: &users.DeltaRequestBuilderGetQueryParameters{Select: props},
 		})
-		cancel()
-	} else {
-		rctx, cancel := c.bounded(ctx)
-		resp, err = builder.WithUrl(deltaLink).GetAsDeltaGetResponse(rctx, nil)
-		cancel()
 	}
+	next := func(ctx context.Context, link string) (users.DeltaGetResponseable, error) {
+		rctx, cancel := c.bounded(ctx)
+		defer cancel()
+		return builder.WithUrl(link).GetAsDeltaGetResponse(rctx, nil)
+	}
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
+	nextPage := c.pages(pctx, first, next)
+	resp, err = nextPage()
 	mgr := newManagerResolver(c, sel.Manager)
 	// Graph may send a user more than once in a round; each sighting gets
 	// the next sequence number, so the engine keeps the newest (see
@@ -260,10 +277,8 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		if pages%10 == 0 {
 			c.log.Info("reading users from Graph", "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())
 		}
-		if next := resp.GetOdataNextLink(); next != nil && *next != "" {
-			rctx, cancel := c.bounded(ctx)
-			resp, err = builder.WithUrl(*next).GetAsDeltaGetResponse(rctx, nil)
-			cancel()
+		if link := resp.GetOdataNextLink(); link != nil && *link != "" {
+			resp, err = nextPage()
 			continue
 		}
 		dl := resp.GetOdataDeltaLink()
@@ -277,6 +292,77 @@ func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink str
 		}
 		c.log.Info("Graph delta round done", "initial", initial, "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())
 		return *dl, nil
+	}
+}
+
+// pages returns a function that hands over the pages of a round in order:
+// the first page, then one per @odata.nextLink. With Prefetch > 0 a
+// goroutine requests the next page while the caller maps and writes the
+// current one, so a round's wall time approaches Graph's own (a page is
+// requested only once the one before it has arrived: nextLinks are
+// sequential), holding at most Prefetch pages besides the current. After
+// an error it returns that error again.
+func (c *Client) pages(ctx context.Context, first func(context.Context) (users.DeltaGetResponseable, error),
+	next func(context.Context, string) (users.DeltaGetResponseable, error)) func() (users.DeltaGetResponseable, error) {
+	nextLink := func(r users.DeltaGetResponseable) string {
+		if l := r.GetOdataNextLink(); l != nil {
+			return *l
+		}
+		return ""
+	}
+	if c.prefetch <= 0 {
+		var last users.DeltaGetResponseable
+		return func() (users.DeltaGetResponseable, error) {
+			var err error
+			if last == nil {
+				last, err = first(ctx)
+			} else {
+				last, err = next(ctx, nextLink(last))
+			}
+			return last, err
+		}
+	}
+	type page struct {
+		resp users.DeltaGetResponseable
+		err  error
+	}
+	ch := make(chan page, c.prefetch-1)
+	go func() {
+		defer close(ch)
+		resp, err := first(ctx)
+		for {
+			select {
+			case ch <- page{resp, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			link := nextLink(resp)
+			if link == "" {
+				return
+			}
+			resp, err = next(ctx, link)
+		}
+	}()
+	var failed error
+	return func() (users.DeltaGetResponseable, error) {
+		if failed != nil {
+			return nil, failed
+		}
+		p, ok := <-ch
+		if !ok {
+			failed = ctx.Err()
+			if failed == nil {
+				failed = errors.New("graph: no more pages")
+			}
+			return nil, failed
+		}
+		if p.err != nil {
+			failed = p.err
+		}
+		return p.resp, p.err
 	}
 }
 

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -203,5 +204,48 @@ func TestListQueryKinds(t *testing.T) {
 	}
 	if last := got[len(got)-1]; !last.consistency || !last.count || last.expand {
 		t.Errorf("without the manager: %+v, want ConsistencyLevel and $count, no $expand", last)
+	}
+}
+
+// TestPrefetchKeepsTheOrder: reading pages ahead changes nothing in what a
+// round hands over, nor in its order; a caller that stops early stops the
+// reader.
+func TestPrefetchKeepsTheOrder(t *testing.T) {
+	sim, c := newSimClient(t, 300, 40) // 8 pages
+	sim.Graph.SetDeltaRepeatEvery(7)
+	c.tempDir = t.TempDir()
+	var orders [][]string
+	for _, prefetch := range []int{-1, 1, 3} {
+		c.prefetch = prefetch
+		var ids []string
+		_, err := c.Delta(context.Background(), testSel, "", func(u profile.User) error {
+			ids = append(ids, fmt.Sprintf("%s/%d", u.ID, u.Seq))
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("prefetch %d: %v", prefetch, err)
+		}
+		orders = append(orders, ids)
+	}
+	for i := 1; i < len(orders); i++ {
+		if strings.Join(orders[i], ",") != strings.Join(orders[0], ",") {
+			t.Errorf("prefetch changed what the round handed over (%d vs %d sightings)", len(orders[i]), len(orders[0]))
+		}
+	}
+	// Stop after the first user: the round ends with the caller's error.
+	c.prefetch = 2
+	stop := errors.New("enough")
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Delta(context.Background(), testSel, "", func(profile.User) error { return stop })
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, stop) {
+			t.Errorf("err = %v, want the caller's", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a round whose caller stopped did not end")
 	}
 }
