@@ -2,6 +2,7 @@ package graphsim
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
@@ -339,5 +340,63 @@ func TestGetUserAndManager(t *testing.T) {
 				t.Errorf("context = %v", m["@odata.context"])
 			}
 		})
+	}
+}
+
+// TestUPNRanges: "ge"/"le" select string ranges case-insensitively; ranges
+// whose bounds hold no '@' (so no UPN equals a bound) split the directory
+// into disjoint parts that together hold every user.
+func TestUPNRanges(t *testing.T) {
+	f := newFixture(t, 300, 0)
+	all := map[string]bool{}
+	for _, u := range f.users {
+		if upn, _ := u.Props["userPrincipalName"].(string); upn != "" && !u.Deleted {
+			all[strings.ToLower(upn)] = true
+		}
+	}
+	get := func(filter string) []string {
+		t.Helper()
+		var upns []string
+		next := "/v1.0/users?$select=userPrincipalName&$top=999&$filter=" + url.QueryEscape(filter)
+		for pages := 0; next != "" && pages < 20; pages++ {
+			w, m := f.get(t, strings.TrimPrefix(next, base))
+			if w.Code != 200 {
+				t.Fatalf("%s: %d %s", filter, w.Code, w.Body)
+			}
+			for _, v := range values(m) {
+				upns = append(upns, strings.ToLower(v["userPrincipalName"].(string)))
+			}
+			next, _ = m["@odata.nextLink"].(string)
+		}
+		return upns
+	}
+	bounds := []string{"d", "K", "m9", "s"} // mixed case: compared case-insensitively
+	filters := []string{"userPrincipalName le 'd'"}
+	for i := 0; i+1 < len(bounds); i++ {
+		filters = append(filters, fmt.Sprintf("userPrincipalName ge '%s' and userPrincipalName le '%s'", bounds[i], bounds[i+1]))
+	}
+	filters = append(filters, "userPrincipalName ge 's'")
+	seen := map[string]int{}
+	for _, fl := range filters {
+		got := get(fl)
+		if len(got) == 0 {
+			t.Errorf("%s selects nobody: the fixture should spread over every range", fl)
+		}
+		for _, upn := range got {
+			seen[upn]++
+		}
+	}
+	for upn := range all {
+		if seen[upn] != 1 {
+			t.Errorf("%s is in %d ranges, want exactly 1", upn, seen[upn])
+		}
+	}
+	if len(seen) != len(all) {
+		t.Errorf("ranges hold %d users, the directory %d", len(seen), len(all))
+	}
+	for _, op := range []string{"lt", "gt"} {
+		if w, _ := f.get(t, "/v1.0/users?$filter="+url.QueryEscape("userPrincipalName "+op+" 'm'")); w.Code != 400 {
+			t.Errorf("%s: %d, want 400 (not supported on userPrincipalName)", op, w.Code)
+		}
 	}
 }
