@@ -76,17 +76,12 @@ func killMatrix(full bool) []killCell {
 	return cells
 }
 
-var crashBinary struct {
-	once sync.Once
-	path string
-	err  error
-	dir  string
-}
+var crashBinary builtHandler
 
 // crashHandlerBinary builds the handler with its crash points compiled in.
 func crashHandlerBinary(t testing.TB) string {
 	t.Helper()
-	return buildOnce(t, &crashBinary.once, &crashBinary.path, &crashBinary.err, &crashBinary.dir, "profilesync-crash-", "crashpoints")
+	return crashBinary.build(t, "profilesync-crash-", "crashpoints")
 }
 
 // handlerProc is one handler process.

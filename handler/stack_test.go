@@ -35,33 +35,37 @@ func TestMain(m *testing.M) {
 	})
 }
 
-var binary struct {
+// builtHandler is a handler binary built once per test process, in a
+// temporary folder removed by TestMain.
+type builtHandler struct {
 	once sync.Once
 	path string
 	err  error
 	dir  string
 }
 
+var binary builtHandler
+
 // handlerBinary builds the handler once per test process, as the Functions
 // host would run it: a separate process speaking the custom-handler protocol.
 func handlerBinary(t testing.TB) string {
 	t.Helper()
-	return buildOnce(t, &binary.once, &binary.path, &binary.err, &binary.dir, "profilesync-handler-")
+	return binary.build(t, "profilesync-handler-")
 }
 
-// buildOnce builds the handler into a new temporary folder once, with the
-// given build tags. Under the race detector the handler the tests start is
-// built with it too: its goroutines are what the end-to-end tests exercise.
-func buildOnce(t testing.TB, once *sync.Once, path *string, errp *error, dirp *string, prefix string, tags ...string) string {
+// build builds the handler into a new temporary folder once, with the given
+// build tags. Under the race detector the handler the tests start is built
+// with it too: its goroutines are what the end-to-end tests exercise.
+func (b *builtHandler) build(t testing.TB, prefix string, tags ...string) string {
 	t.Helper()
-	once.Do(func() {
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", prefix)
 		if err != nil {
-			*errp = err
+			b.err = err
 			return
 		}
-		*dirp, *path = dir, filepath.Join(dir, "handler")
-		args := []string{"build", "-o", *path}
+		b.dir, b.path = dir, filepath.Join(dir, "handler")
+		args := []string{"build", "-o", b.path}
 		if len(tags) > 0 {
 			args = append(args, "-tags", strings.Join(tags, ","))
 		}
@@ -69,13 +73,13 @@ func buildOnce(t testing.TB, once *sync.Once, path *string, errp *error, dirp *s
 			args = append(args, "-race")
 		}
 		if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
-			*errp = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	})
-	if *errp != nil {
-		t.Fatal(*errp)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return *path
+	return b.path
 }
 
 // stack is one end-to-end environment: Azurite, the simulator and a running
