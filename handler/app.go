@@ -63,7 +63,7 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue storage: %w", err)
 	}
-	g, err := graph.New(graph.Options{Endpoint: cfg.GraphEndpoint, Credential: cred, Logger: log})
+	g, err := graph.New(graph.Options{Endpoint: cfg.GraphEndpoint, Credential: cred, Logger: log, Parallelism: cfg.Parallelism})
 	if err != nil {
 		return nil, err
 	}

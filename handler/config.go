@@ -40,6 +40,7 @@ var settings = []setting{
 	{Name: "CLEANUP_AFTER_DAYS", Default: "0"},
 	{Name: "RECORDS_RETENTION_DAYS", Default: "90"},
 	{Name: "SPO_CHUNK_SIZE", Default: "10485760"},
+	{Name: "GRAPH_PARALLELISM", Default: "16"},
 	{Name: "IDENTITY_ENDPOINT"},
 	{Name: "IDENTITY_HEADER", Secret: true},
 	{Name: "AZURE_CLIENT_ID"},
@@ -64,6 +65,7 @@ type config struct {
 	CleanupAfter  time.Duration // 0 = housekeeping off
 	Retention     time.Duration // 0 = keep run, job and poll records forever
 	ChunkSize     int64         // bytes per upload request
+	Parallelism   int           // Graph ranges a full sync reads at once
 
 	IdentityEndpoint, IdentityHeader string
 	ClientID, TenantID               string
@@ -164,6 +166,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("SPO_CHUNK_SIZE %q is not a number of bytes between 4096 and 262144000", value(getenv, "SPO_CHUNK_SIZE"))
 	} else {
 		c.ChunkSize = n
+	}
+	// How many ranges of users a full sync reads at once (graph.DefaultParallelism
+	// explains the default); 1 reads it as one users/delta round, as PnP does.
+	if n, err := strconv.Atoi(value(getenv, "GRAPH_PARALLELISM")); err != nil || n < 1 || n > 64 {
+		bad("GRAPH_PARALLELISM %q is not a whole number between 1 and 64 (1 reads a full sync as one users/delta round)", value(getenv, "GRAPH_PARALLELISM"))
+	} else {
+		c.Parallelism = n
 	}
 	// The kill matrix's setting: only builds tagged crashpoints honour it,
 	// and the product refuses to start with it rather than ignore it.

@@ -33,6 +33,11 @@ param cleanupAfterDays string = '0'
 @description('RECORDS_RETENTION_DAYS: delete run, job and poll records of finished work after this many days; 0 keeps them all.')
 param recordsRetentionDays string = '90'
 
+@description('GRAPH_PARALLELISM: ranges of users a full sync reads from Graph at once (1 = one sequential users/delta round).')
+@minValue(1)
+@maxValue(64)
+param graphParallelism int = 16
+
 @description('GRAPH_ENDPOINT: Microsoft Graph origin; change only for national clouds.')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
@@ -148,6 +153,7 @@ module functionApp './modules/functionapp.bicep' = {
     folder: folder
     schedule: schedule
     graphEndpoint: graphEndpoint
+    graphParallelism: graphParallelism
     cleanupAfterDays: cleanupAfterDays
     recordsRetentionDays: recordsRetentionDays
     stateContainerName: stateContainerName

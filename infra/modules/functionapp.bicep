@@ -52,6 +52,11 @@ param folder string
 @description('SYNC_SCHEDULE: NCRONTAB schedule of the SyncTimer function (UTC).')
 param schedule string
 
+@description('GRAPH_PARALLELISM: ranges of users a full sync reads from Graph at once (1 = one sequential users/delta round).')
+@minValue(1)
+@maxValue(64)
+param graphParallelism int = 16
+
 @description('GRAPH_ENDPOINT: Microsoft Graph origin (change for national clouds).')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
@@ -146,6 +151,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       // The handler: Graph and SharePoint tokens come from this identity.
       AZURE_CLIENT_ID: identityClientId
       GRAPH_ENDPOINT: graphEndpoint
+      GRAPH_PARALLELISM: string(graphParallelism)
       SPO_SITE_URL: siteUrl
       SPO_FOLDER: folder
       SYNC_SCHEDULE: schedule

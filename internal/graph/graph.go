@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -26,12 +25,22 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 	"github.com/microsoftgraph/msgraph-sdk-go/users"
 
-	"github.com/profilesync/profilesync/internal/crashpoint"
 	"github.com/profilesync/profilesync/internal/profile"
 )
 
 // DefaultEndpoint is the Graph origin of the global Azure cloud.
 const DefaultEndpoint = "https://graph.microsoft.com"
+
+// DefaultParallelism is how many ranges a full sync reads at once unless
+// told otherwise. Pages that carry $expand=manager hold at most 100 users
+// (Microsoft's known issue "$expand on directory objects: Returns a maximum
+// of 100 objects", docs/research/graph-upn-ranges.md), so a mapping that
+// draws on the manager needs 16 readers to read 100,000 users in under 30
+// seconds at 300 ms per page. Each reader has one request in flight; a page
+// with $select and $expand costs Graph 2 resource units
+// (learn.microsoft.com/graph/throttling-limits), about 110 per second at 16
+// readers, far below a large tenant's 800.
+const DefaultParallelism = 16
 
 // Options configure a Client.
 type Options struct {
@@ -54,6 +63,10 @@ type Options struct {
 	// Timeout bounds one Graph call, its retries after 429/503/504 included.
 	// Default 5 minutes.
 	Timeout time.Duration
+	// Parallelism is how many ranges of users a full sync reads at once
+	// (GRAPH_PARALLELISM; default 16, see fullRead). 1 reads a full sync as
+	// one users/delta round, as PnP does.
+	Parallelism int
 	// Prefetch is how many pages of a round are requested ahead of the one
 	// being mapped and written (default 1; negative: none, each page is
 	// requested when the one before it is done).
@@ -63,13 +76,14 @@ type Options struct {
 
 // Client reads users from Graph.
 type Client struct {
-	svc      *msgraphsdk.GraphServiceClient
-	adapter  *msgraphsdk.GraphRequestAdapter
-	log      *slog.Logger
-	cacheMax int
-	timeout  time.Duration
-	tempDir  string
-	prefetch int
+	svc         *msgraphsdk.GraphServiceClient
+	adapter     *msgraphsdk.GraphRequestAdapter
+	log         *slog.Logger
+	cacheMax    int
+	timeout     time.Duration
+	tempDir     string
+	prefetch    int
+	parallelism int
 }
 
 // bounded gives one Graph exchange its own deadline. kiota-http-go puts a
@@ -104,6 +118,9 @@ func New(o Options) (*Client, error) {
 	if o.Prefetch == 0 {
 		o.Prefetch = 1
 	}
+	if o.Parallelism <= 0 {
+		o.Parallelism = DefaultParallelism
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -134,13 +151,14 @@ func New(o Options) (*Client, error) {
 	}
 	adapter.SetBaseUrl(origin + "/v1.0") // before NewGraphServiceClient, which copies it
 	return &Client{
-		svc:      msgraphsdk.NewGraphServiceClient(adapter),
-		adapter:  adapter,
-		log:      o.Logger,
-		cacheMax: o.ManagerCache,
-		timeout:  o.Timeout,
-		tempDir:  o.TempDir,
-		prefetch: o.Prefetch,
+		svc:         msgraphsdk.NewGraphServiceClient(adapter),
+		adapter:     adapter,
+		log:         o.Logger,
+		cacheMax:    o.ManagerCache,
+		timeout:     o.Timeout,
+		tempDir:     o.TempDir,
+		prefetch:    o.Prefetch,
+		parallelism: o.Parallelism,
 	}, nil
 }
 
@@ -163,214 +181,18 @@ func isLoopback(host string) bool {
 	return host == "localhost" || host == "127.0.0.1" || host == "::1"
 }
 
-// Delta runs one round of GET /users/delta, page by page, calling fn for
-// every user. deltaLink "" starts an initial (full) round; otherwise the
-// saved link is followed. It returns the round's new delta link. A link
-// Graph no longer honours yields an error wrapping profile.ErrDeltaExpired.
-func (c *Client) Delta(ctx context.Context, sel profile.Selection, deltaLink string, fn func(profile.User) error) (string, error) {
-	initial := deltaLink == ""
-	builder := c.svc.Users().Delta()
-	var resp users.DeltaGetResponseable
-	var err error
-	// An initial round that needs managers joins users with managers on disk
-	// (see joiner); other rounds look managers up, 20 at a time, with a cache.
-	var join *joiner
-	if initial && len(sel.Manager) > 0 {
-		if join, err = newJoiner(c.tempDir, sel.Manager); err != nil {
-			return "", err
-		}
-		defer join.close()
-	}
-	first := func(ctx context.Context) (users.DeltaGetResponseable, error) {
-		rctx, cancel := c.bounded(ctx)
-		defer cancel()
-		if !initial {
-			return builder.WithUrl(deltaLink).GetAsDeltaGetResponse(rctx, nil)
-		}
-		props := append([]string(nil), sel.Properties...)
-		if len(sel.Manager) > 0 {
-			for _, m := range sel.Manager { // every user may be a manager
-				if !slices.Contains(props, m) {
-					props = append(props, m)
-				}
-			}
-			props = append(props, "manager")
-		}
-		return builder.GetAsDeltaGetResponse(rctx, &users.DeltaRequestBuilderGetRequestConfiguration{
-			QueryParameters: &users.DeltaRequestBuilderGetQueryParameters{Select: props},
-		})
-	}
-	next := func(ctx context.Context, link string) (users.DeltaGetResponseable, error) {
-		rctx, cancel := c.bounded(ctx)
-		defer cancel()
-		return builder.WithUrl(link).GetAsDeltaGetResponse(rctx, nil)
-	}
-	pctx, stop := context.WithCancel(ctx)
-	defer stop()
-	nextPage := c.pages(pctx, first, next)
-	resp, err = nextPage()
-	mgr := newManagerResolver(c, sel.Manager)
-	// Graph may send a user more than once in a round; each sighting gets
-	// the next sequence number, so the engine keeps the newest (see
-	// profile.User.Seq). A later sighting may leave out manager@delta (Graph
-	// sends it only when the manager changed, microsoft-graph-explorer-v4
-	// #4018): the manager an earlier sighting of this round reported still
-	// holds, so it is remembered for users whose manager changed (a handful
-	// per incremental round).
-	var seq uint64
-	changedManager := map[string]string{}
-	pages, count := 0, 0
-	start := time.Now()
-	for {
-		if err != nil {
-			return "", classify(err)
-		}
-		pages++
-		batch := make([]profile.User, 0, len(resp.GetValue()))
-		for _, u := range resp.GetValue() {
-			pu, managerID, managerKnown := convertUser(u)
-			seq++
-			pu.Seq = seq
-			if !initial && len(sel.Manager) > 0 && !pu.Removed {
-				if managerKnown {
-					changedManager[pu.ID] = managerID
-				} else if id, ok := changedManager[pu.ID]; ok {
-					managerID, managerKnown = id, true
-				}
-			}
-			if join != nil && !pu.Removed {
-				if err := join.candidate(pu); err != nil {
-					return "", fmt.Errorf("spilling users: %w", err)
-				}
-				if managerID != "" {
-					if err := join.wait(pu, managerID); err != nil {
-						return "", fmt.Errorf("spilling users: %w", err)
-					}
-					continue
-				}
-				pu.Props["manager"] = nil
-				batch = append(batch, pu)
-				continue
-			}
-			if len(sel.Manager) > 0 && !pu.Removed {
-				switch {
-				case managerID != "":
-					pu.Props["manager"] = managerRef(managerID)
-				case managerKnown || initial:
-					pu.Props["manager"] = nil
-				}
-			}
-			batch = append(batch, pu)
-		}
-		if len(sel.Manager) > 0 && join == nil {
-			if err := mgr.resolve(ctx, batch); err != nil {
-				return "", err
-			}
-		}
-		for _, u := range batch {
-			if err := fn(u); err != nil {
-				return "", err
-			}
-		}
-		crashpoint.Hit(crashpoint.GraphPage)
-		count += len(resp.GetValue())
-		if pages%10 == 0 {
-			c.log.Info("reading users from Graph", "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())
-		}
-		if link := resp.GetOdataNextLink(); link != nil && *link != "" {
-			resp, err = nextPage()
-			continue
-		}
-		dl := resp.GetOdataDeltaLink()
-		if dl == nil || *dl == "" {
-			return "", errors.New("graph delta round ended without @odata.deltaLink")
-		}
-		if join != nil {
-			if err := join.finish(ctx, mgr, fn); err != nil {
-				return "", err
-			}
-		}
-		c.log.Info("Graph delta round done", "initial", initial, "pages", pages, "users", count, "elapsed", time.Since(start).Round(time.Millisecond).String())
-		return *dl, nil
-	}
-}
-
-// pages returns a function that hands over the pages of a round in order:
-// the first page, then one per @odata.nextLink. With Prefetch > 0 a
-// goroutine requests the next page while the caller maps and writes the
-// current one, so a round's wall time approaches Graph's own (a page is
-// requested only once the one before it has arrived: nextLinks are
-// sequential), holding at most Prefetch pages besides the current. After
-// an error it returns that error again.
-func (c *Client) pages(ctx context.Context, first func(context.Context) (users.DeltaGetResponseable, error),
-	next func(context.Context, string) (users.DeltaGetResponseable, error)) func() (users.DeltaGetResponseable, error) {
-	nextLink := func(r users.DeltaGetResponseable) string {
-		if l := r.GetOdataNextLink(); l != nil {
-			return *l
-		}
-		return ""
-	}
-	if c.prefetch <= 0 {
-		var last users.DeltaGetResponseable
-		return func() (users.DeltaGetResponseable, error) {
-			var err error
-			if last == nil {
-				last, err = first(ctx)
-			} else {
-				last, err = next(ctx, nextLink(last))
-			}
-			return last, err
-		}
-	}
-	type page struct {
-		resp users.DeltaGetResponseable
-		err  error
-	}
-	ch := make(chan page, c.prefetch-1)
-	go func() {
-		defer close(ch)
-		resp, err := first(ctx)
-		for {
-			select {
-			case ch <- page{resp, err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-			link := nextLink(resp)
-			if link == "" {
-				return
-			}
-			resp, err = next(ctx, link)
-		}
-	}()
-	var failed error
-	return func() (users.DeltaGetResponseable, error) {
-		if failed != nil {
-			return nil, failed
-		}
-		p, ok := <-ch
-		if !ok {
-			failed = ctx.Err()
-			if failed == nil {
-				failed = errors.New("graph: no more pages")
-			}
-			return nil, failed
-		}
-		if p.err != nil {
-			failed = p.err
-		}
-		return p.resp, p.err
-	}
-}
-
 // managerRef marks a manager id still to be resolved into its properties.
 type managerRef string
 
 // classify turns SDK errors into the conditions the engine acts on.
 func classify(err error) error {
+	var ge *Error
+	if errors.As(err, &ge) {
+		if strings.EqualFold(ge.Code, "syncStateNotFound") || strings.EqualFold(ge.Code, "resyncRequired") || ge.Status == 410 {
+			return fmt.Errorf("graph delta (%d %s): %s: %w", ge.Status, ge.Code, ge.Message, profile.ErrDeltaExpired)
+		}
+		return ge
+	}
 	var oe *odataerrors.ODataError
 	if errors.As(err, &oe) {
 		code := ""

@@ -61,6 +61,7 @@ func collect(t *testing.T, c *Client, link string) (map[string]profile.User, str
 
 func TestDeltaRoundsAgainstTheSimulator(t *testing.T) {
 	sim, c := newSimClient(t, 250, 60) // 250 users, 60 per page: 5 pages
+	c.parallelism = 1                  // a full sync as one users/delta round
 	full, link := collect(t, c, "")
 	if len(full) != 250 || link == "" {
 		t.Fatalf("initial round: %d users, link %q", len(full), link)
@@ -282,6 +283,7 @@ func TestInitialRoundJoinsManagersOnDisk(t *testing.T) {
 		byID[u.ID] = u
 	}
 	c.tempDir = t.TempDir()
+	c.parallelism = 1 // the join serves initial users/delta rounds
 	got, link := collect(t, c, "")
 	if link == "" {
 		t.Fatal("no delta link")

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	abstractions "github.com/microsoft/kiota-abstractions-go"
 	msgraphgocore "github.com/microsoftgraph/msgraph-sdk-go-core"
 	"github.com/microsoftgraph/msgraph-sdk-go/models"
 	"github.com/microsoftgraph/msgraph-sdk-go/users"
@@ -116,24 +115,38 @@ func (c *Client) Lookup(ctx context.Context, sel profile.Selection, ids []string
 // and in. Without the manager, the advanced headers are sent, so ne, not,
 // endsWith work too.
 func (c *Client) List(ctx context.Context, sel profile.Selection, filter string, fn func(profile.User) error) error {
-	headers := abstractions.NewRequestHeaders()
 	top := int32(999)
 	q := &users.UsersRequestBuilderGetQueryParameters{Filter: &filter, Select: sel.Properties, Top: &top}
 	advanced := len(sel.Manager) == 0
+	var headers map[string]string
 	if advanced {
-		headers.Add("ConsistencyLevel", "eventual")
+		// Sent with every page: "not included by default in subsequent
+		// page requests" (learn.microsoft.com/graph/query-parameters).
+		headers = map[string]string{"ConsistencyLevel": "eventual"}
 		count := true
 		q.Count = &count
 	} else {
 		q.Expand = expandManager(sel)
 	}
-	cfg := &users.UsersRequestBuilderGetRequestConfiguration{Headers: headers, QueryParameters: q}
-	rctx, cancel := c.bounded(ctx)
-	resp, err := c.svc.Users().Get(rctx, cfg)
-	cancel()
-	for pages := 1; ; pages++ {
+	ri, err := c.svc.Users().ToGetRequestInformation(ctx, &users.UsersRequestBuilderGetRequestConfiguration{QueryParameters: q})
+	if err != nil {
+		return fmt.Errorf("building the users request: %w", err)
+	}
+	u, err := ri.GetUri()
+	if err != nil {
+		return fmt.Errorf("building the users request: %w", err)
+	}
+	mgr, err := c.pickManagers(sel, true, false)
+	if err != nil {
+		return err
+	}
+	defer mgr.close()
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
+	next := c.chain(pctx, u.String(), headers)
+	for {
+		p, err := next()
 		if err != nil {
-			err = classify(err)
 			var ge *Error
 			if !advanced && errors.As(err, &ge) && ge.Status == 400 && strings.EqualFold(ge.Code, "Request_UnsupportedQuery") {
 				return fmt.Errorf("listing users with filter %q: the mapping needs each user's manager ($expand=manager), "+
@@ -141,17 +154,11 @@ func (c *Client) List(ctx context.Context, sel profile.Selection, filter string,
 			}
 			return fmt.Errorf("listing users with filter %q: %w", filter, err)
 		}
-		for _, u := range resp.GetValue() {
-			if err := fn(withManager(u, sel)); err != nil {
-				return err
-			}
+		if err := mgr.settle(ctx, p.users, fn); err != nil {
+			return err
 		}
-		next := resp.GetOdataNextLink()
-		if next == nil || *next == "" {
+		if p.nextLink == "" {
 			return nil
 		}
-		rctx, cancel := c.bounded(ctx)
-		resp, err = c.svc.Users().WithUrl(*next).Get(rctx, &users.UsersRequestBuilderGetRequestConfiguration{Headers: headers})
-		cancel()
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"container/list"
 	"context"
 	"fmt"
-	"slices"
 
 	msgraphgocore "github.com/microsoftgraph/msgraph-sdk-go-core"
 	"github.com/microsoftgraph/msgraph-sdk-go/models"
@@ -30,25 +29,39 @@ func newManagerResolver(c *Client, sel []string) *managerResolver {
 	return &managerResolver{c: c, sel: sel, cache: newLRU(c.cacheMax)}
 }
 
+// resolve settles every managerRef of batch. The values this batch needs
+// are held in a map of its own while it is resolved: a batch with more
+// managers than the cache holds would otherwise see some evicted by the
+// fetches of others before it reads them.
 func (r *managerResolver) resolve(ctx context.Context, batch []profile.User) error {
 	var missing []string
+	need := map[string][]any{}
 	for _, u := range batch {
 		if ref, ok := u.Props["manager"].(managerRef); ok {
-			if _, hit := r.cache.get(string(ref)); !hit && !slices.Contains(missing, string(ref)) {
+			if _, seen := need[string(ref)]; seen {
+				continue
+			}
+			vals, hit := r.cache.get(string(ref))
+			need[string(ref)] = vals
+			if !hit {
 				missing = append(missing, string(ref))
 			}
 		}
 	}
 	for len(missing) > 0 {
 		n := min(batchSize, len(missing))
-		if err := r.fetch(ctx, missing[:n]); err != nil {
+		got, err := r.fetch(ctx, missing[:n])
+		if err != nil {
 			return err
+		}
+		for id, vals := range got {
+			need[id] = vals
 		}
 		missing = missing[n:]
 	}
 	for _, u := range batch {
 		if ref, ok := u.Props["manager"].(managerRef); ok {
-			vals, _ := r.cache.get(string(ref))
+			vals := need[string(ref)]
 			if vals == nil {
 				u.Props["manager"] = nil // the manager no longer exists
 				continue
@@ -71,7 +84,12 @@ var absent = new(struct{})
 // fetch looks up managers with one $batch request; items Graph could not
 // answer in the batch (throttled) are fetched one by one, with the SDK's
 // retry handler waiting out Retry-After.
-func (r *managerResolver) fetch(ctx context.Context, ids []string) error {
+func (r *managerResolver) fetch(ctx context.Context, ids []string) (map[string][]any, error) {
+	got := make(map[string][]any, len(ids))
+	put := func(id string, vals []any) {
+		got[id] = vals
+		r.cache.put(id, vals)
+	}
 	cfg := &users.UserItemRequestBuilderGetRequestConfiguration{
 		QueryParameters: &users.UserItemRequestBuilderGetQueryParameters{Select: r.sel},
 	}
@@ -80,11 +98,11 @@ func (r *managerResolver) fetch(ctx context.Context, ids []string) error {
 	for _, id := range ids {
 		ri, err := r.c.svc.Users().ByUserId(id).ToGetRequestInformation(ctx, cfg)
 		if err != nil {
-			return fmt.Errorf("building manager lookup: %w", err)
+			return nil, fmt.Errorf("building manager lookup: %w", err)
 		}
 		item, err := batch.AddBatchRequestStep(*ri)
 		if err != nil {
-			return fmt.Errorf("building manager batch: %w", err)
+			return nil, fmt.Errorf("building manager batch: %w", err)
 		}
 		itemIDs[*item.GetId()] = id
 	}
@@ -92,32 +110,32 @@ func (r *managerResolver) fetch(ctx context.Context, ids []string) error {
 	defer cancel()
 	resp, err := batch.Send(bctx, r.c.adapter)
 	if err != nil {
-		return fmt.Errorf("looking up managers: %w", classify(err))
+		return nil, fmt.Errorf("looking up managers: %w", classify(err))
 	}
 	statuses := resp.GetStatusCodes()
 	for itemID, id := range itemIDs {
 		switch status := statuses[itemID]; {
 		case status == 404:
-			r.cache.put(id, nil)
+			put(id, nil)
 		case status >= 200 && status < 300:
 			u, err := msgraphgocore.GetBatchResponseById[models.Userable](resp, itemID, models.CreateUserFromDiscriminatorValue)
 			if err != nil {
-				return fmt.Errorf("reading manager %s: %w", id, err)
+				return nil, fmt.Errorf("reading manager %s: %w", id, err)
 			}
-			r.cache.put(id, managerProps(u, r.sel))
+			put(id, managerProps(u, r.sel))
 		default:
 			u, err := r.c.svc.Users().ByUserId(id).Get(bctx, cfg)
 			if err != nil {
 				if e, ok := classify(err).(*Error); ok && e.Status == 404 {
-					r.cache.put(id, nil)
+					put(id, nil)
 					continue
 				}
-				return fmt.Errorf("looking up manager %s: %w", id, classify(err))
+				return nil, fmt.Errorf("looking up manager %s: %w", id, classify(err))
 			}
-			r.cache.put(id, managerProps(u, r.sel))
+			put(id, managerProps(u, r.sel))
 		}
 	}
-	return nil
+	return got, nil
 }
 
 // managerProps keeps only what the mapping asked of the manager, as values

@@ -58,6 +58,7 @@ func TestRepeatedUsersAreNumbered(t *testing.T) {
 	joinBucket = 7
 	sim, c := newSimClient(t, 120, 25)
 	c.tempDir = t.TempDir()
+	c.parallelism = 1 // initial users/delta rounds repeat users too
 	sim.Graph.SetDeltaRepeatEvery(3)
 	all, link := sightings(t, c, "")
 	newest := newestByID(t, all)
@@ -214,6 +215,7 @@ func TestPrefetchKeepsTheOrder(t *testing.T) {
 	sim, c := newSimClient(t, 300, 40) // 8 pages
 	sim.Graph.SetDeltaRepeatEvery(7)
 	c.tempDir = t.TempDir()
+	c.parallelism = 1
 	var orders [][]string
 	for _, prefetch := range []int{-1, 1, 3} {
 		c.prefetch = prefetch
