@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 
+	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,11 +22,12 @@ import (
 	"time"
 
 	"github.com/profilesync/profilesync/internal/graph"
+	"github.com/profilesync/profilesync/internal/m365sim"
 	"github.com/profilesync/profilesync/internal/syncer"
 	"github.com/profilesync/profilesync/internal/testenv"
 )
 
-// BenchmarkPipeline runs full syncs (Graph delta round → import files →
+// BenchmarkPipeline runs full syncs (Graph reads → import files →
 // upload → queue → state) through the real adapters against the simulator,
 // which runs as a separate process so that only the handler's memory is
 // measured. It reports users per second and the peak Go heap during a run:
@@ -43,21 +46,31 @@ func BenchmarkPipeline(b *testing.B) {
 
 // BenchmarkFullSync measures what a full sync of a large tenant costs in
 // wall time, with Graph answering at once and with 300 ms per page (a real
-// tenant's order of magnitude), delta pages of 200 users: the sequential
-// delta round's baseline that parallel range reads are to beat (issue 12).
-// It also reports the process's peak resident memory (VmHWM). 500,000 users
-// at 300 ms per page take over 12 minutes per run.
+// tenant's order of magnitude), side by side for the two ways of reading:
 //
-// prefetch=0 requests each page only once the one before it is mapped and
-// written (the way before pages were read ahead); prefetch=1 is the
-// default.
+//   - read=delta-round: one sequential users/delta round (GRAPH_PARALLELISM=1,
+//     as PnP reads; delta pages of 200 users), pages fetched one ahead;
+//   - read=ranges: the default, a baseline delta link, then UPN ranges read
+//     16 at a time (GET /users with $top=999 and $expand=manager, which
+//     Graph, and the simulator, answer in pages of at most 100).
+//
+// Besides users/s and the wall time per sync it reports the process's peak
+// resident memory (VmHWM) and the simulator's own rate (GET /_sim/stats):
+// users it served per second of handler time, its CPU per user and its
+// share of the wall time in CPU seconds, which shows it is not what limits
+// the numbers. 500,000 users at 300 ms per page read as one delta round
+// take over 12 minutes per run.
 func BenchmarkFullSync(b *testing.B) {
 	for _, users := range []int{100000, 500000} {
 		for _, latency := range []string{"0ms", "300ms"} {
-			for _, prefetch := range []int{-1, 1} {
-				name := fmt.Sprintf("users=%d/page=%s/prefetch=%d", users, latency, max(prefetch, 0))
+			for _, read := range []struct {
+				name        string
+				parallelism int
+			}{{"delta-round", 1}, {"ranges", graph.DefaultParallelism}} {
+				name := fmt.Sprintf("users=%d/page=%s/read=%s", users, latency, read.name)
 				b.Run(name, func(b *testing.B) {
-					benchPipelineWith(b, users, prefetch, "--page-size", "200", "--page-latency", latency)
+					benchPipelineWith(b, users, func(o *graph.Options) { o.Parallelism = read.parallelism },
+						"--page-size", "200", "--page-latency", latency)
 				})
 			}
 		}
@@ -80,12 +93,12 @@ func peakRSS() (uint64, error) {
 }
 
 func benchPipeline(b *testing.B, users int, simArgs ...string) {
-	benchPipelineWith(b, users, 0, simArgs...)
+	benchPipelineWith(b, users, nil, simArgs...)
 }
 
-// benchPipelineWith runs benchPipeline with a Graph client reading prefetch
-// pages ahead (0: the default).
-func benchPipelineWith(b *testing.B, users, prefetch int, simArgs ...string) {
+// benchPipelineWith runs benchPipeline with a Graph client whose options
+// tune changes (nil: the handler's own client).
+func benchPipelineWith(b *testing.B, users int, tune func(*graph.Options), simArgs ...string) {
 	az := testenv.Azurite(b)
 	simEnv := startSimProcess(b, users, simArgs...)
 	env := map[string]string{
@@ -104,7 +117,11 @@ func benchPipelineWith(b *testing.B, users, prefetch int, simArgs ...string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	a, err := newApp(cfg, slog.New(slog.DiscardHandler), false)
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("PROFILESYNC_BENCH_LOG") != "" { // the handler's own log lines, to see where the time goes
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	a, err := newApp(cfg, logger, false)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -117,12 +134,14 @@ func benchPipelineWith(b *testing.B, users, prefetch int, simArgs ...string) {
 		b.Fatal(err)
 	}
 	a.engine.TempDir = b.TempDir()
-	if prefetch != 0 {
+	if tune != nil {
 		cred, err := credential(cfg, false)
 		if err != nil {
 			b.Fatal(err)
 		}
-		g, err := graph.New(graph.Options{Endpoint: cfg.GraphEndpoint, Credential: cred, Prefetch: prefetch})
+		o := graph.Options{Endpoint: cfg.GraphEndpoint, Credential: cred, TempDir: a.engine.TempDir, Logger: logger}
+		tune(&o)
+		g, err := graph.New(o)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -155,6 +174,7 @@ func benchPipelineWith(b *testing.B, users, prefetch int, simArgs ...string) {
 	runtime.GC()
 	// Reset the peak RSS (Linux: "5" to clear_refs), so it covers the runs.
 	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+	simStats(b, cfg.GraphEndpoint, true)
 	b.ResetTimer()
 	sent := 0
 	for b.Loop() {
@@ -173,6 +193,37 @@ func benchPipelineWith(b *testing.B, users, prefetch int, simArgs ...string) {
 	if rss, err := peakRSS(); err == nil {
 		b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MB")
 	}
+	if st := simStats(b, cfg.GraphEndpoint, false); st.UserItems > 0 {
+		b.ReportMetric(elapsed.Seconds()/float64(b.N), "s/sync")
+		b.ReportMetric(st.UsersPerActiveSecond, "sim-users/active-s")
+		b.ReportMetric(st.CPUMicrosPerUser, "sim-cpu-µs/user")
+		b.ReportMetric(st.CPUSeconds/elapsed.Seconds(), "sim-cpu-share")
+	}
+}
+
+// simStats resets (reset) or reads the simulator's own counters.
+func simStats(b *testing.B, graphOrigin string, reset bool) m365sim.Stats {
+	b.Helper()
+	var st m365sim.Stats
+	method, path := http.MethodGet, "/_sim/stats"
+	if reset {
+		method, path = http.MethodPost, "/_sim/stats/reset"
+	}
+	req, _ := http.NewRequest(method, graphOrigin+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b.Fatalf("%s %s: %s", method, path, resp.Status)
+	}
+	if !reset {
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			b.Fatalf("reading /_sim/stats: %v", err)
+		}
+	}
+	return st
 }
 
 // startSimProcess builds and starts cmd/m365sim and returns the settings it prints.

@@ -122,8 +122,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&fromFlags.Users, "users", cfg.Users, "users to generate")
 	fs.Int64Var(&fromFlags.Seed, "seed", cfg.Seed, "generator seed")
 	fs.StringVar(&fromFlags.Tenant, "tenant", "", "tenant JSON file (replaces generated users)")
-	fs.IntVar(&fromFlags.PageSize, "page-size", 0, "users per delta page (default 200)")
-	fs.DurationVar((*time.Duration)(&fromFlags.PageLatency), "page-latency", 0, "latency added to every Graph page")
+	fs.IntVar(&fromFlags.PageSize, "page-size", 0, "users per GET /users/delta page (default 200; a delta $top can only lower it). "+
+		"Not GET /users: its pages hold $top users (1-999; 100 without $top; at most 100 with $expand)")
+	fs.DurationVar((*time.Duration)(&fromFlags.PageLatency), "page-latency", 0, "delay before every GET /users and /users/delta page, "+
+		"$deltatoken=latest and nextLinks included; not /users/$count, single users, managers, $batch items or /msi/token. "+
+		"GET /_sim/stats keeps it out of the busy time (PUT /_sim/faults {\"pageLatency\":…} changes it)")
 	fs.DurationVar((*time.Duration)(&fromFlags.JobStep), "job-step", time.Duration(cfg.JobStep), "time per import job state (0 = immediate, <0 = manual)")
 	fs.StringVar(&fromFlags.IdentityHeader, "identity-header", "", "managed identity secret (default random)")
 	fs.StringVar(&fromFlags.FileDir, "file-dir", "", "directory for uploaded files (default a temp dir)")

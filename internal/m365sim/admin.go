@@ -112,6 +112,18 @@ func (s *Sim) serveAdmin(w http.ResponseWriter, r *http.Request) bool {
 			s.Graph.SetDeltaRepeatEvery(*in.Every)
 		}
 		writeAdmin(w, http.StatusOK, map[string]int{"every": s.Graph.DeltaRepeatEvery()})
+	case len(parts) == 1 && parts[0] == "stats":
+		// The simulator's own serving rate (stats.go): GET reads it, POST
+		// /_sim/stats/reset starts it again. Unauthenticated like every
+		// /_sim/ route; the origins listen on loopback only.
+		if allow(http.MethodGet) {
+			writeAdmin(w, http.StatusOK, s.Stats())
+		}
+	case len(parts) == 2 && parts[0] == "stats" && parts[1] == "reset":
+		if allow(http.MethodPost) {
+			s.ResetStats()
+			w.WriteHeader(http.StatusNoContent)
+		}
 	case len(parts) == 1 && parts[0] == "faults":
 		s.adminFaults(w, r, allow)
 	case len(parts) == 1 && parts[0] == "requests":

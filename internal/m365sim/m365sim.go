@@ -35,8 +35,8 @@ type Options struct {
 	GraphAddr string // default "127.0.0.1:0"; must be a loopback address
 	SPOAddr   string // default "127.0.0.1:0"; must be a loopback address
 
-	PageSize       int           // users per delta page (default 200); GET /users keeps 100 without $top
-	PageLatency    time.Duration // delay before every Graph page
+	PageSize       int           // users per /users/delta page (default 200); GET /users pages follow $top (100 without; at most 100 with $expand)
+	PageLatency    time.Duration // delay before every /users and /users/delta page; not $count, single users, $batch items, tokens
 	JobStep        time.Duration // sposim job step (0 = done while queued, <0 = manual)
 	IdentityHeader string        // MSI secret; default random
 	FileDir        string        // uploaded files ("" = temp dir owned by sposim)
@@ -65,6 +65,7 @@ type Sim struct {
 	Requests  *RequestLog
 
 	log       *slog.Logger
+	stats     statsBase
 	servers   []*http.Server
 	closeOnce sync.Once
 	closeErr  error
@@ -134,6 +135,7 @@ func Start(opts Options) (*Sim, error) {
 		sl.Close()
 		return nil, fmt.Errorf("starting simulator: %w", err)
 	}
+	s.ResetStats() // the stats start now, not with the tenant's generation
 	s.serve(gl, s.graphHandler())
 	s.serve(sl, s.spoHandler())
 	opts.Logger.Info("m365sim started", "graph", s.GraphURL, "spo", s.SPOURL, "users", store.Len())

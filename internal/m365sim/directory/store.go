@@ -68,12 +68,18 @@ type entry struct {
 	vers  []int64  // version at which each Field was last set
 
 	manager     string // manager id or ""
+	mgr         *entry // byID[manager] (entries are never dropped), nil for none: saves a map lookup per expanded manager
 	prevManager string // manager before the last manager change
 	managerVer  int64
 
 	created, restored, deleted int64 // versions of those events (0 = never)
 	lastLog                    int   // index of this user's newest log record, -1 none
 	upn, mail                  string
+
+	// The UPN index (upnindex.go): ranked is set while the user is in
+	// Store.upnIdx, at folded userPrincipalName upnKey.
+	upnKey string
+	ranked bool
 }
 
 type logRec struct {
@@ -93,6 +99,9 @@ type Store struct {
 	byUPN    map[string]*entry
 	byMail   map[string]*entry
 	log      []logRec
+
+	upnIdx []*entry // active users with a string UPN, by (upnKey, id): upnindex.go
+	bulk   bool     // Load under way: upnIdx is rebuilt at its end
 }
 
 // NewStore returns an empty directory.
@@ -121,8 +130,12 @@ func validName(k string) bool {
 	return true
 }
 
-// reserved names cannot be stored as properties.
-var reserved = map[string]bool{"id": true, "manager": true, "directreports": true}
+// isReserved reports whether k names what cannot be stored as a property
+// (id, manager, directReports), in any case; without allocating, as Load
+// checks every property of every user.
+func isReserved(k string) bool {
+	return strings.EqualFold(k, "id") || strings.EqualFold(k, "manager") || strings.EqualFold(k, "directReports")
+}
 
 // field returns the handle for name, creating it when create is set.
 // Callers hold s.mu (write lock when create is set).
@@ -218,15 +231,11 @@ func prepare(u User) (prepared, error) {
 	if !ok || upn == "" {
 		return p, fmt.Errorf("%w: userPrincipalName must be a non-empty string", ErrInvalid)
 	}
-	names := make([]string, 0, len(u.Props))
-	for k := range u.Props {
-		names = append(names, k)
+	names, err := propNames(u.Props)
+	if err != nil {
+		return p, err
 	}
-	slices.Sort(names)
 	for _, k := range names {
-		if err := checkName(k); err != nil {
-			return p, err
-		}
 		raw, err := encodeProp(k, u.Props[k])
 		if err != nil {
 			return p, fmt.Errorf("%w: property %s: %v", ErrInvalid, k, err)
@@ -238,10 +247,46 @@ func prepare(u User) (prepared, error) {
 }
 
 func checkName(k string) error {
-	if !validName(k) || reserved[strings.ToLower(k)] {
+	if !validName(k) || isReserved(k) {
 		return fmt.Errorf("%w: %q cannot be a property name", ErrInvalid, k)
 	}
 	return nil
+}
+
+// propNames checks the property names of a user or patch and returns them
+// sorted. Names are case-insensitive (Store.field), so one property named
+// twice with different cases ("mail" and "Mail") is refused: otherwise the
+// sort order of the spellings would pick the value, and a second spelling
+// of userPrincipalName could slip past the UPN checks.
+func propNames(props map[string]any) ([]string, error) {
+	names := make([]string, 0, len(props))
+	for k := range props {
+		if err := checkName(k); err != nil {
+			return nil, err
+		}
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	// Pairwise, without allocating: a user has a few dozen properties, and
+	// Load checks every user of a large tenant.
+	for i, a := range names {
+		for _, b := range names[i+1:] {
+			if len(a) == len(b) && strings.EqualFold(a, b) {
+				return nil, fmt.Errorf("%w: property %q is given twice (names are case-insensitive)", ErrInvalid, b)
+			}
+		}
+	}
+	return names, nil
+}
+
+// upnInPatch returns the userPrincipalName a patch sets, under any spelling.
+func upnInPatch(props map[string]any) (v any, ok bool) {
+	for k, v := range props {
+		if strings.EqualFold(k, "userPrincipalName") {
+			return v, true
+		}
+	}
+	return nil, false
 }
 
 // insert adds a prepared user at the next version. Callers hold the write
@@ -288,13 +333,16 @@ func (s *Store) rawString(e *entry, name string) string {
 	return v
 }
 
-// index updates the UPN and mail lookups for e.
+// index updates the UPN and mail lookups and the UPN index for e.
 func (s *Store) index(e *entry) {
 	s.unindex(e)
+	s.rerank(e)
 	if e.state == HardDeleted {
 		return
 	}
-	e.upn = strings.ToLower(s.rawString(e, "userPrincipalName"))
+	// The folded UPN when it is a string (always, for users that passed
+	// validation), as before: strings.ToLower of the decoded value.
+	e.upn = e.upnKey
 	e.mail = strings.ToLower(s.rawString(e, "mail"))
 	if e.upn != "" {
 		s.byUPN[e.upn] = e
@@ -380,7 +428,7 @@ func (s *Store) Add(u User) (User, error) {
 	}
 	e := s.insert(p, true)
 	if p.manager != "" {
-		e.manager, e.managerVer = p.manager, s.ver
+		e.manager, e.managerVer, e.mgr = p.manager, s.ver, s.byID[p.manager]
 	}
 	if p.deleted {
 		s.ver++
@@ -442,6 +490,8 @@ func (s *Store) Load(users []User) error {
 	// titles); sharing one copy of each keeps large tenants small.
 	intern := make(map[string]string)
 	entries := make([]*entry, len(ps))
+	s.bulk = true
+	defer func() { s.bulk = false; s.rebuildRanks() }()
 	for i, p := range ps {
 		for j, v := range p.vals {
 			if len(v) <= 64 {
@@ -456,7 +506,7 @@ func (s *Store) Load(users []User) error {
 	}
 	for i, p := range ps {
 		if p.manager != "" {
-			entries[i].manager, entries[i].managerVer = p.manager, entries[i].created
+			entries[i].manager, entries[i].managerVer, entries[i].mgr = p.manager, entries[i].created, s.byID[p.manager]
 		}
 	}
 	slices.SortFunc(s.sorted, func(a, b *entry) int { return strings.Compare(a.id, b.id) })
@@ -526,14 +576,10 @@ func (s *Store) Users() []User {
 // Update applies a patch to an active user. Properties whose value does not
 // change keep their version; a patch that changes nothing records no change.
 func (s *Store) Update(key string, p Patch) (User, error) {
-	names := make([]string, 0, len(p.Props))
-	for k := range p.Props {
-		if err := checkName(k); err != nil {
-			return User{}, err
-		}
-		names = append(names, k)
+	names, err := propNames(p.Props)
+	if err != nil {
+		return User{}, err
 	}
-	slices.Sort(names)
 	vals := make([]string, len(names))
 	for i, k := range names {
 		raw, err := encodeProp(k, p.Props[k])
@@ -542,8 +588,9 @@ func (s *Store) Update(key string, p Patch) (User, error) {
 		}
 		vals[i] = raw
 	}
-	if v, ok := p.Props["userPrincipalName"]; ok {
-		if s, _ := v.(string); s == "" {
+	newUPN, setsUPN := upnInPatch(p.Props)
+	if setsUPN {
+		if s, _ := newUPN.(string); s == "" {
 			return User{}, fmt.Errorf("%w: userPrincipalName must be a non-empty string", ErrInvalid)
 		}
 	}
@@ -553,7 +600,7 @@ func (s *Store) Update(key string, p Patch) (User, error) {
 	if e == nil || e.state != Active {
 		return User{}, fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
-	if v, ok := p.Props["userPrincipalName"].(string); ok {
+	if v, ok := newUPN.(string); ok {
 		if other, taken := s.byUPN[strings.ToLower(v)]; taken && other != e {
 			return User{}, fmt.Errorf("%w: userPrincipalName %s", ErrExists, v)
 		}
@@ -597,7 +644,7 @@ func (s *Store) Update(key string, p Patch) (User, error) {
 
 func (s *Store) setManager(e *entry, id string) {
 	e.prevManager = e.manager
-	e.manager = id
+	e.manager, e.mgr = id, s.byID[id]
 	e.managerVer = s.ver
 }
 
@@ -625,13 +672,15 @@ func (s *Store) remove(e *entry, hard bool) {
 	if !hard {
 		e.state = SoftDeleted
 		s.unindex(e)
+		s.rerank(e)
 		s.appendLog(e)
 		return
 	}
 	e.state = HardDeleted
 	s.unindex(e)
+	s.rerank(e)
 	e.vals, e.vers = nil, nil
-	e.manager, e.prevManager = "", ""
+	e.manager, e.prevManager, e.mgr = "", "", nil
 	s.appendLog(e)
 	for _, r := range s.sorted {
 		if r.manager == e.id {
@@ -658,7 +707,7 @@ func (s *Store) Restore(key string) (User, error) {
 	}
 	if e.manager != "" {
 		if m, ok := s.byID[e.manager]; !ok || m.state == HardDeleted {
-			e.manager = ""
+			e.manager, e.mgr = "", nil
 		}
 	}
 	s.ver++

@@ -38,8 +38,8 @@ func (v View) Version(f Field) int64 {
 // Manager returns a view of the user's manager, if the user has one that
 // is not hard-deleted.
 func (v View) Manager() (View, bool) {
-	m, ok := v.s.byID[v.e.manager]
-	if v.e.manager == "" || !ok || m.state == HardDeleted {
+	m := v.e.mgr
+	if m == nil || m.state == HardDeleted {
 		return View{}, false
 	}
 	return View{m, v.s}, true

@@ -2,12 +2,14 @@ package graphsim
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 const maxBatch = 20
@@ -113,7 +115,8 @@ func (s *Server) runItem(outer *http.Request, br batchRequest) batchResponse {
 	if !ok {
 		return itemError(br.ID, http.StatusBadRequest, "BadRequest", "Invalid request URL in batch: '"+br.URL+"'.")
 	}
-	req, err := http.NewRequestWithContext(outer.Context(), strings.ToUpper(br.Method), path, bytes.NewReader(br.Body))
+	ctx := context.WithValue(outer.Context(), batchItemKey{}, true)
+	req, err := http.NewRequestWithContext(ctx, strings.ToUpper(br.Method), path, bytes.NewReader(br.Body))
 	if err != nil {
 		return itemError(br.ID, http.StatusBadRequest, "BadRequest", "Invalid request URL in batch: '"+br.URL+"'.")
 	}
@@ -123,7 +126,20 @@ func (s *Server) runItem(outer *http.Request, br batchRequest) batchResponse {
 		req.Header.Set(k, v)
 	}
 	rec := &recorder{header: http.Header{}}
+	// Time the item spends outside serveAPI goes to its wrapper (faults:
+	// delays, injected errors) and is neither busy nor active time.
+	m := meterOf(outer)
+	start := time.Now()
+	if m != nil {
+		m.itemInner = 0
+		s.stats.leave()
+	}
 	s.item.ServeHTTP(rec, req)
+	if m != nil {
+		s.stats.enter()
+		m.batchItems++
+		m.excluded += max(time.Since(start)-m.itemInner, 0)
+	}
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}

@@ -104,11 +104,18 @@ func (s *Server) delta(w http.ResponseWriter, r *http.Request, q query) {
 			}
 			tok.Top = n
 		}
-		v := s.store.Version()
 		if strings.EqualFold(q["$deltatoken"], "latest") {
-			s.writeDeltaPage(w, r, tok, nil, v, false)
+			// An answer without items, but a /users/delta page all the same:
+			// it waits the page latency like the others, then takes the
+			// version it hands out.
+			if err := s.pageDelay(r); err != nil {
+				return
+			}
+			served(r, 0, true)
+			s.writeDeltaPage(w, r, tok, nil, s.store.Version(), false)
 			return
 		}
+		v := s.store.Version()
 		tok.Kind, tok.Upto = kindInitial, v
 		first = true
 	}
@@ -125,7 +132,7 @@ func (s *Server) delta(w http.ResponseWriter, r *http.Request, q query) {
 	if tok.Top > 0 {
 		limit = min(limit, tok.Top)
 	}
-	if err := s.pageDelay(r.Context()); err != nil {
+	if err := s.pageDelay(r); err != nil {
 		return
 	}
 	vb := getBuf()
@@ -223,6 +230,7 @@ func (s *Server) delta(w http.ResponseWriter, r *http.Request, q query) {
 		}
 	}
 	*vb = items
+	served(r, n, true)
 	var names []string
 	if first {
 		names = tok.Select

@@ -5,6 +5,11 @@
 // shapes: absolute @odata.nextLink/@odata.deltaLink URLs with opaque
 // tokens, @odata.context, and Graph's error bodies.
 //
+// userPrincipalName ge/le/startsWith ranges are answered from the store's
+// UPN index (directory.ScanUPNRange), so range pages and range counts cost
+// the range, not the tenant. Stats counts requests, pages, user items and
+// busy time, for GET /_sim/stats.
+//
 // The server does not check tokens; the composition puts authentication in
 // front of it.
 package graphsim
@@ -47,7 +52,10 @@ type Options struct {
 	DeltaRepeatEvery int
 
 	// PageDelay, when set, is called before every page of /users and
-	// /users/delta (per-page latency); an error abandons the request.
+	// /users/delta ($deltatoken=latest and nextLinks included): the
+	// per-page latency. Not before /users/$count, single users, managers,
+	// or anything inside $batch. An error abandons the request. Stats keep
+	// the wait out of the busy time.
 	PageDelay func(ctx context.Context) error
 	// WrapBatchItem, when set, wraps the handler each $batch item is sent
 	// to, so that faults apply to items individually.
@@ -67,7 +75,8 @@ type Server struct {
 	reset  atomic.Bool  // the next delta-link request answers 410
 	repeat atomic.Int64 // DeltaRepeatEvery, changeable at run time
 
-	item http.Handler // target of $batch items
+	item  http.Handler // target of $batch items
+	stats counters
 }
 
 // New returns a Server.
@@ -98,7 +107,21 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, store: opts.Store, base: opts.BaseURL + "/v1.0", log: opts.Logger, now: opts.Now}
 	s.SetDeltaRepeatEvery(opts.DeltaRepeatEvery)
-	s.item = http.HandlerFunc(s.serveAPI)
+	s.stats.since = time.Now()
+	// The time a $batch item spends in serveAPI is busy time; what the
+	// wrapper around it adds (fault delays) is not: see runItem.
+	s.item = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m := meterOf(r)
+		if m == nil {
+			s.serveAPI(w, r)
+			return
+		}
+		s.stats.enter()
+		start := time.Now()
+		s.serveAPI(w, r)
+		m.itemInner += time.Since(start)
+		s.stats.leave()
+	})
 	if opts.WrapBatchItem != nil {
 		s.item = opts.WrapBatchItem(s.item)
 	}
@@ -135,6 +158,10 @@ func (s *Server) DeltaRepeatEvery() int { return int(s.repeat.Load()) }
 
 // ServeHTTP serves /v1.0/... paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.metered(w, r, s.route)
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	if seg := segments(r.URL.Path); len(seg) == 2 && seg[0] == "v1.0" && strings.EqualFold(seg[1], "$batch") {
 		if r.Method != http.MethodPost {
 			methodNotAllowed(w, r)
@@ -394,13 +421,6 @@ func decodeToken(tok string, v any) error {
 		return fmt.Errorf("decoding token: %w", err)
 	}
 	return nil
-}
-
-func (s *Server) pageDelay(ctx context.Context) error {
-	if s.opts.PageDelay == nil {
-		return nil
-	}
-	return s.opts.PageDelay(ctx)
 }
 
 func eventual(r *http.Request) bool {

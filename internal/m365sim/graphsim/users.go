@@ -11,14 +11,30 @@ import (
 	"github.com/profilesync/profilesync/internal/m365sim/directory"
 )
 
-// listToken is the state carried by a /users $skiptoken.
+// listToken is the state carried by a /users $skiptoken. A read whose
+// filter the UPN index answers (upnPlan) goes in (folded UPN, id) order and
+// resumes after Pos; any other read goes in id order and resumes after
+// After. Either way a position is a value, not an offset, so a user present
+// and unchanged during the whole read is on exactly one page.
 type listToken struct {
-	After  string `json:"a"`
-	Select string `json:"s,omitempty"`
-	Filter string `json:"f,omitempty"`
-	Top    int    `json:"t,omitempty"`
-	Expand string `json:"x,omitempty"`
+	After  string            `json:"a"`
+	Pos    *directory.UPNPos `json:"p,omitempty"`
+	Select string            `json:"s,omitempty"`
+	Filter string            `json:"f,omitempty"`
+	Top    int               `json:"t,omitempty"`
+	Expand string            `json:"x,omitempty"`
 }
+
+// maxExpandPage caps /users pages that carry $expand. Microsoft's Graph
+// known-issues list: "$expand on directory objects: Returns a maximum of
+// 100 objects" (known issue 13635, quoted in techcommunity.microsoft.com
+// threads 3885391 (2023: "$select=…&$expand=manager&$top=999 … still only
+// get 100 users exactly. If remove expand … I will get all my 285 users")
+// and 4203190 (2024, groups with owners)). Graph's own page-size rule is in
+// learn.microsoft.com/graph/api/user-list ("The default and maximum page
+// sizes are 100 and 999 user objects"). That the cap also holds on pages
+// reached through a nextLink is [inferred]: the token carries $expand.
+const maxExpandPage = 100
 
 // expansion is a parsed $expand (only manager is supported).
 type expansion struct {
@@ -181,7 +197,11 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, q query) {
 	if tok.Top > 0 {
 		limit = tok.Top
 	}
-	if err := s.pageDelay(r.Context()); err != nil {
+	if tok.Expand != "" {
+		limit = min(limit, maxExpandPage)
+	}
+	upn, rest, indexed := upnPlan(filter)
+	if err := s.pageDelay(r); err != nil {
 		return
 	}
 	vb := getBuf()
@@ -189,36 +209,42 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, q query) {
 	body := append((*vb)[:0], `{"@odata.context":`...)
 	body = directory.AppendString(body, s.context("users", sel.names, ""))
 	if count {
-		n := 0
-		s.store.Scan("", math.MaxInt, func(v directory.View) bool {
-			if v.State() == directory.Active && (filter == nil || filter.eval(v, s)) {
-				n++
-			}
-			return false
-		})
 		body = append(body, `,"@odata.count":`...)
-		body = strconv.AppendInt(body, int64(n), 10)
+		body = strconv.AppendInt(body, int64(s.countMatching(filter)), 10)
 	}
 	body = append(body, `,"value":[`...)
-	first := true
-	last, more := s.store.Scan(tok.After, limit, func(v directory.View) bool {
-		if v.State() != directory.Active || (filter != nil && !filter.eval(v, s)) {
-			return false
-		}
-		if !first {
+	n := 0
+	emit := func(v directory.View) bool {
+		if n > 0 {
 			body = append(body, ',')
 		}
-		first = false
+		n++
 		body = appendUser(body, v, sel.cols)
 		if ex.manager {
 			body = appendManager(body[:len(body)-1], v, ex)
 			body = append(body, '}')
 		}
 		return true
-	})
+	}
+	var more bool
+	if indexed {
+		var from directory.UPNPos
+		if tok.Pos != nil {
+			from = *tok.Pos
+		}
+		var last directory.UPNPos
+		last, more = s.store.ScanUPNRange(upn, from, limit, func(v directory.View) bool {
+			return v.State() == directory.Active && (rest == nil || rest.eval(v, s)) && emit(v)
+		})
+		tok.Pos = &last
+	} else {
+		tok.After, more = s.store.Scan(tok.After, limit, func(v directory.View) bool {
+			return v.State() == directory.Active && (filter == nil || filter.eval(v, s)) && emit(v)
+		})
+	}
+	served(r, n, true)
 	body = append(body, ']')
 	if more {
-		tok.After = last
 		body = append(body, `,"@odata.nextLink":`...)
 		body = directory.AppendString(body, s.base+"/users?$skiptoken="+encodeToken(tok))
 	}
@@ -247,15 +273,36 @@ func (s *Server) countUsers(w http.ResponseWriter, r *http.Request, q query) {
 		e.write(w, r)
 		return
 	}
+	n := s.countMatching(filter)
+	w.Header().Set("Content-Type", "text/plain;charset=utf-8")
+	_, _ = w.Write([]byte(strconv.Itoa(n)))
+}
+
+// countMatching counts the active users filter (nil: every user) accepts.
+// A pure userPrincipalName range is counted from the UPN index in O(log n);
+// a range plus other clauses looks at the range's users only; any other
+// filter looks at every user.
+func (s *Server) countMatching(filter filterExpr) int {
 	n := 0
+	if upn, rest, ok := upnPlan(filter); ok {
+		if rest == nil {
+			return s.store.CountUPNRange(upn)
+		}
+		s.store.ScanUPNRange(upn, directory.UPNPos{}, math.MaxInt, func(v directory.View) bool {
+			if v.State() == directory.Active && rest.eval(v, s) {
+				n++
+			}
+			return false
+		})
+		return n
+	}
 	s.store.Scan("", math.MaxInt, func(v directory.View) bool {
 		if v.State() == directory.Active && (filter == nil || filter.eval(v, s)) {
 			n++
 		}
 		return false
 	})
-	w.Header().Set("Content-Type", "text/plain;charset=utf-8")
-	_, _ = w.Write([]byte(strconv.Itoa(n)))
+	return n
 }
 
 func (s *Server) getUser(w http.ResponseWriter, r *http.Request, q query, key string) {
@@ -287,6 +334,7 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request, q query, key st
 		notFound(w, r, key)
 		return
 	}
+	served(r, 1, false)
 	writeJSON(w, http.StatusOK, body)
 }
 
@@ -321,6 +369,7 @@ func (s *Server) getManager(w http.ResponseWriter, r *http.Request, q query, key
 	case body == nil:
 		notFound(w, r, "manager")
 	default:
+		served(r, 1, false)
 		writeJSON(w, http.StatusOK, body)
 	}
 }
