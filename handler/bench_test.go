@@ -121,6 +121,7 @@ func benchPipelineWith(b *testing.B, users int, tune func(*graph.Options), simAr
 	if os.Getenv("PROFILESYNC_BENCH_LOG") != "" { // the handler's own log lines, to see where the time goes
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	tuneMemory(os.Getenv) // as run does for the handler process
 	a, err := newApp(cfg, logger, false)
 	if err != nil {
 		b.Fatal(err)

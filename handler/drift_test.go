@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -35,6 +36,7 @@ var storageSettings = []string{
 var unlisted = map[string]string{
 	"FUNCTIONS_HTTPWORKER_PORT": "legacy alias the host sets to the same value as FUNCTIONS_CUSTOMHANDLER_PORT; read only as a fallback",
 	"PROFILESYNC_CRASH_AT":      "the kill matrix's setting, honoured only by builds tagged crashpoints; the product refuses to start with it",
+	"GOGC":                      "Go's own collector setting: the handler only checks whether it is set before choosing its default target (tuneMemory)",
 }
 
 // notLocal are settings the handler reads that local.settings.json leaves out.
@@ -93,7 +95,9 @@ func settingsRead(t *testing.T) map[string]bool {
 		_, _ = loadConfig(getenv)
 		_, _ = azfunc.ListenAddr(getenv)
 		newLogger(io.Discard, getenv)
+		tuneMemory(getenv)
 	}
+	debug.SetGCPercent(100) // what tuneMemory changed, back for the other tests
 	return read
 }
 

@@ -1,6 +1,8 @@
 package graph
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -190,7 +192,10 @@ func (d *decoder) skipSpace() {
 	}
 }
 
-// page decodes the top-level object.
+// page decodes the top-level object. Malformed JSON ends it at once; a
+// key whose value is not what a page holds ends it only after the whole
+// body is read, and only if it is the key's last occurrence (a repeated
+// key's last value counts, as with encoding/json).
 func (d *decoder) page(p *page) error {
 	d.skipSpace()
 	if d.pos >= len(d.buf) {
@@ -203,6 +208,7 @@ func (d *decoder) page(p *page) error {
 		}
 		return fmt.Errorf("the page is %s, want an object", d.kindAt(start))
 	}
+	var valueErr, nextErr, deltaErr error
 	d.pos++
 	d.skipSpace()
 	if d.pos < len(d.buf) && d.buf[d.pos] == '}' {
@@ -227,11 +233,11 @@ func (d *decoder) page(p *page) error {
 			}
 			switch string(key) {
 			case "value":
-				err = d.values(p)
+				valueErr, err = d.values(p)
 			case "@odata.nextLink":
-				p.nextLink, err = d.link("@odata.nextLink")
+				p.nextLink, nextErr, err = d.link("@odata.nextLink")
 			case "@odata.deltaLink":
-				p.deltaLink, err = d.link("@odata.deltaLink")
+				p.deltaLink, deltaErr, err = d.link("@odata.deltaLink")
 			default:
 				err = d.skipValue(2)
 			}
@@ -255,7 +261,7 @@ func (d *decoder) page(p *page) error {
 	if d.pos < len(d.buf) {
 		return d.unexpected(d.pos, "after top-level value")
 	}
-	return nil
+	return errors.Join(valueErr, nextErr, deltaErr)
 }
 
 // key reads an object key at d.pos (the opening quote) and returns it
@@ -274,27 +280,28 @@ func (d *decoder) key() ([]byte, error) {
 }
 
 // link reads @odata.nextLink or @odata.deltaLink: a string, or null.
-func (d *decoder) link(name string) (string, error) {
+// shape reports any other value, err malformed JSON.
+func (d *decoder) link(name string) (link string, shape, err error) {
 	switch d.buf[d.pos] {
 	case '"':
 		start := d.pos + 1
 		end, clean, err := d.scanString()
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if clean {
-			return string(d.buf[start:end]), nil
+			return string(d.buf[start:end]), nil, nil
 		}
 		d.ks = unescape(d.ks[:0], d.buf[start:end])
-		return string(d.ks), nil
+		return string(d.ks), nil, nil
 	case 'n':
-		return "", d.literal("null")
+		return "", nil, d.literal("null")
 	}
 	start := d.pos
 	if err := d.skipValue(2); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return "", fmt.Errorf("%s is %s, want a string", name, d.kindAt(start))
+	return "", fmt.Errorf("%s is %s, want a string", name, d.kindAt(start)), nil
 }
 
 // skipValue validates the value at d.pos and moves past it.
@@ -303,45 +310,50 @@ func (d *decoder) skipValue(depth int) error {
 	return d.value(depth)
 }
 
-// values decodes the "value" array.
-func (d *decoder) values(p *page) error {
+// values decodes the "value" array into p.users. shape reports a value
+// that is not an array of users, err malformed JSON.
+func (d *decoder) values(p *page) (shape, err error) {
 	p.users = p.users[:0] // a repeated "value" key replaces the earlier one
 	switch d.buf[d.pos] {
 	case 'n':
-		return d.literal("null")
+		return nil, d.literal("null")
 	case '[':
 	default:
 		start := d.pos
 		if err := d.skipValue(2); err != nil {
-			return err
+			return nil, err
 		}
-		return fmt.Errorf("value is %s, want an array of users", d.kindAt(start))
+		return fmt.Errorf("value is %s, want an array of users", d.kindAt(start)), nil
 	}
 	d.pos++
 	d.skipSpace()
 	if d.pos < len(d.buf) && d.buf[d.pos] == ']' {
 		d.pos++
-		return nil
+		return nil, nil
 	}
 	defer func() { d.item = -1 }()
 	for i := 0; ; i++ {
 		d.item = i
 		d.skipSpace()
 		if d.pos >= len(d.buf) {
-			return d.unexpected(d.pos, "looking for beginning of value")
+			return nil, d.unexpected(d.pos, "looking for beginning of value")
 		}
 		start := d.pos
 		if err := d.skipValue(3); err != nil {
-			return err
+			return nil, err
 		}
-		if d.buf[start] != '{' {
-			return fmt.Errorf("value[%d] is %s, want an object", i, d.kindAt(start))
+		switch {
+		case shape != nil:
+			// Only check that the rest is JSON.
+		case d.buf[start] != '{':
+			shape = fmt.Errorf("value[%d] is %s, want an object", i, d.kindAt(start))
+		default:
+			p.users = append(p.users, sighting{})
+			if err := d.sighting(&p.users[len(p.users)-1]); err != nil {
+				shape = fmt.Errorf("value[%d].%w", i, err)
+			}
+			d.prev, d.keys = d.keys, d.prev
 		}
-		p.users = append(p.users, sighting{})
-		if err := d.sighting(&p.users[len(p.users)-1]); err != nil {
-			return fmt.Errorf("value[%d].%w", i, err)
-		}
-		d.prev, d.keys = d.keys, d.prev
 		d.skipSpace()
 		if d.pos < len(d.buf) && d.buf[d.pos] == ',' {
 			d.pos++
@@ -349,9 +361,12 @@ func (d *decoder) values(p *page) error {
 		}
 		if d.pos < len(d.buf) && d.buf[d.pos] == ']' {
 			d.pos++
-			return nil
+			if shape != nil {
+				p.users = p.users[:0]
+			}
+			return shape, nil
 		}
-		return d.unexpected(d.pos, "after array element")
+		return nil, d.unexpected(d.pos, "after array element")
 	}
 }
 
@@ -591,7 +606,11 @@ func (d *decoder) scanString() (end int, clean bool, err error) {
 	b := d.buf
 	i := d.pos + 1
 	start := i
-	// Fast path: printable ASCII up to the closing quote.
+	// Fast path: printable ASCII up to the closing quote, eight bytes at a
+	// time while none of them is special.
+	for i+8 <= len(b) && !swarSpecial(binary.LittleEndian.Uint64(b[i:])) {
+		i += 8
+	}
 	for i < len(b) && strSafe[b[i]] {
 		i++
 	}
@@ -643,6 +662,16 @@ func (d *decoder) scanString() (end int, clean bool, err error) {
 			i++
 		}
 	}
+}
+
+// swarSpecial reports whether one of the eight bytes of x may be a quote,
+// a backslash, a control character or not ASCII (false positives are
+// fine: the caller then goes byte by byte).
+func swarSpecial(x uint64) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	q := x ^ (lo * '"')
+	bs := x ^ (lo * '\\')
+	return ((x-lo*0x20)|(q-lo)|(bs-lo)|x)&hi != 0
 }
 
 func isHex(c byte) bool {

@@ -78,7 +78,7 @@ func (c *Client) deltaRound(ctx context.Context, sel profile.Selection, deltaLin
 	defer mgr.close()
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
-	next := c.chain(pctx, first, nil)
+	next, _ := c.chain(pctx, first, nil, nil)
 	// Graph may send a user more than once in a round; each sighting gets
 	// the next sequence number, so the engine keeps the newest (see
 	// profile.User.Seq).

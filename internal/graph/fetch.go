@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 
 	abstractions "github.com/microsoft/kiota-abstractions-go"
 )
@@ -18,21 +17,40 @@ import (
 // with every selected property) are a few megabytes.
 const maxPageBytes = 64 << 20
 
-// bodyPool recycles page bodies: the decoder copies what it keeps, so a
-// buffer is free again as soon as its page is decoded.
-var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// getPage sends GET rawURL through the SDK's request adapter (the same
-// authentication, retry and throttling middleware as every SDK call) and
-// decodes the answer straight into p with decodePage, without kiota's
-// generic parse tree (which cost more than half of a full sync's CPU).
+// getPage fetches a page (fetchPage) and decodes it into p.
 func (c *Client) getPage(ctx context.Context, rawURL string, headers map[string]string, p *page) error {
+	if err := c.fetchPage(ctx, rawURL, headers, p); err != nil {
+		return err
+	}
+	return p.decode(rawURL)
+}
+
+// decode decodes the page's body (see decodePage).
+func (p *page) decode(rawURL string) error {
+	if err := decodePage(p.body, p); err != nil {
+		return fmt.Errorf("graph: the answer to GET %s is not a page of users: %w", redactURL(rawURL), err)
+	}
+	return nil
+}
+
+// release lets go of what a page holds between uses: its users' values
+// (the backing array would otherwise keep the last page's maps alive).
+func (p *page) release() {
+	clear(p.users[:cap(p.users)])
+	p.users = p.users[:0]
+}
+
+// fetchPage sends GET rawURL through the SDK's request adapter (the same
+// authentication, retry and throttling middleware as every SDK call) and
+// keeps the raw answer in p.body, reusing its buffer, for decodePage:
+// without kiota's generic parse tree (which cost more than half of a full
+// sync's CPU).
+func (c *Client) fetchPage(ctx context.Context, rawURL string, headers map[string]string, p *page) error {
 	ri := abstractions.NewRequestInformationWithMethodAndUrlTemplateAndPathParameters(abstractions.GET, "{+baseurl}", map[string]string{"request-raw-url": rawURL})
 	ri.Headers.TryAdd("Accept", "application/json")
 	for k, v := range headers {
 		ri.Headers.TryAdd(k, v)
 	}
-	var decodeErr error
 	answered := false
 	opt := abstractions.NewRequestHandlerOption()
 	opt.SetResponseHandler(func(response any, _ abstractions.ErrorMappings) (any, error) {
@@ -42,10 +60,9 @@ func (c *Client) getPage(ctx context.Context, rawURL string, headers map[string]
 		}
 		defer resp.Body.Close()
 		answered = true
-		buf := bodyPool.Get().(*bytes.Buffer)
-		defer bodyPool.Put(buf)
-		buf.Reset()
+		buf := bytes.NewBuffer(p.body[:0])
 		n, err := buf.ReadFrom(io.LimitReader(resp.Body, maxPageBytes+1))
+		p.body = buf.Bytes()
 		if err != nil {
 			return nil, fmt.Errorf("graph: reading the answer to GET %s: %w", redactURL(rawURL), err)
 		}
@@ -55,7 +72,6 @@ func (c *Client) getPage(ctx context.Context, rawURL string, headers map[string]
 		if resp.StatusCode >= 400 {
 			return nil, httpError(resp.StatusCode, buf.Bytes())
 		}
-		decodeErr = decodePage(buf.Bytes(), p)
 		return nil, nil
 	})
 	ri.AddRequestOptions([]abstractions.RequestOption{opt})
@@ -66,9 +82,6 @@ func (c *Client) getPage(ctx context.Context, rawURL string, headers map[string]
 	}
 	if !answered {
 		return fmt.Errorf("graph: no answer to GET %s", redactURL(rawURL))
-	}
-	if decodeErr != nil {
-		return fmt.Errorf("graph: the answer to GET %s is not a page of users: %w", redactURL(rawURL), decodeErr)
 	}
 	return nil
 }
@@ -106,8 +119,13 @@ func redactURL(u string) string {
 // sequential), holding at most Prefetch pages besides the current. After an
 // error it returns that error again. Stop the chain by cancelling ctx.
 //
-// The page handed over stays valid until the next call.
-func (c *Client) chain(ctx context.Context, firstURL string, headers map[string]string) func() (*page, error) {
+// The page handed over stays valid until the next call. slots, when not
+// nil, bounds the decoded pages of all chains sharing it (a range read runs
+// 16 chains; decoded users take far more memory than the raw answers): a
+// page is decoded only once it holds a slot, and gives the slot back when
+// the caller is done with it: at the next call, or at done (which a caller
+// that shares slots must call when it stops taking pages).
+func (c *Client) chain(ctx context.Context, firstURL string, headers map[string]string, slots chan struct{}) (next func() (*page, error), done func()) {
 	if c.prefetch <= 0 {
 		var cur page
 		link := firstURL
@@ -120,13 +138,14 @@ func (c *Client) chain(ctx context.Context, firstURL string, headers map[string]
 				failed = errors.New("graph: no more pages")
 				return nil, failed
 			}
+			cur.release()
 			if err := c.getPage(ctx, link, headers, &cur); err != nil {
 				failed = err
 				return nil, err
 			}
 			link = cur.nextLink
 			return &cur, nil
-		}
+		}, func() { cur.release() }
 	}
 	type result struct {
 		p   *page
@@ -149,7 +168,18 @@ func (c *Client) chain(ctx context.Context, firstURL string, headers map[string]
 			case <-ctx.Done():
 				return
 			}
-			err := c.getPage(ctx, link, headers, p)
+			err := c.fetchPage(ctx, link, headers, p)
+			if err == nil && slots != nil {
+				select {
+				case slots <- struct{}{}:
+					p.slot = true
+				case <-ctx.Done():
+					return
+				}
+			}
+			if err == nil {
+				err = p.decode(link)
+			}
 			select {
 			case ch <- result{p, err}:
 			case <-ctx.Done():
@@ -163,11 +193,19 @@ func (c *Client) chain(ctx context.Context, firstURL string, headers map[string]
 	}()
 	var failed error
 	var held *page
-	return func() (*page, error) {
+	let := func() {
 		if held != nil {
+			held.release()
+			if held.slot {
+				held.slot = false
+				<-slots
+			}
 			free <- held
 			held = nil
 		}
+	}
+	return func() (*page, error) {
+		let()
 		if failed != nil {
 			return nil, failed
 		}
@@ -185,5 +223,5 @@ func (c *Client) chain(ctx context.Context, firstURL string, headers map[string]
 		}
 		held = r.p
 		return r.p, nil
-	}
+	}, let
 }

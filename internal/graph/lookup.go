@@ -143,7 +143,7 @@ func (c *Client) List(ctx context.Context, sel profile.Selection, filter string,
 	defer mgr.close()
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
-	next := c.chain(pctx, u.String(), headers)
+	next, _ := c.chain(pctx, u.String(), headers, nil)
 	for {
 		p, err := next()
 		if err != nil {

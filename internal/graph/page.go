@@ -8,6 +8,9 @@ type page struct {
 	users     []sighting
 	nextLink  string // @odata.nextLink, "" on the last page
 	deltaLink string // @odata.deltaLink, only on the last page of a delta round
+
+	body []byte // the raw answer, reused from page to page
+	slot bool   // holds a decode slot of its chain (see Client.chain)
 }
 
 // sighting is one user item of a page.
