@@ -330,3 +330,35 @@ func TestMidBound(t *testing.T) {
 		t.Error("a bound from characters outside the alphabet")
 	}
 }
+
+// TestManagerCacheSmallerThanABatch: a batch needing more managers than the
+// cache holds still gets every one of them (the fetches of the batch do not
+// evict what it has yet to read).
+func TestManagerCacheSmallerThanABatch(t *testing.T) {
+	sim, c := newSimClient(t, 200, 0)
+	c.cacheMax = 3
+	r := newManagerResolver(c, []string{"id", "mail"})
+	users := sim.Directory.Users()
+	var batch []profile.User
+	want := map[int]string{}
+	for i, du := range users[:45] { // 45 users, each pointing at a different "manager"
+		m := users[len(users)-1-i]
+		batch = append(batch, profile.User{ID: du.ID, Props: map[string]any{"manager": managerRef(m.ID)}})
+		if !m.Deleted {
+			want[i], _ = m.Props["mail"].(string)
+		}
+	}
+	if err := r.resolve(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range batch {
+		m, _ := u.Props["manager"].(map[string]any)
+		mail, has := want[i]
+		switch {
+		case !has && m != nil:
+			t.Errorf("user %d: a departed manager resolved to %v", i, m)
+		case has && (m == nil || (mail != "" && m["mail"] != mail)):
+			t.Errorf("user %d: manager %v, want mail %q", i, u.Props["manager"], mail)
+		}
+	}
+}
