@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -72,15 +73,16 @@ type Writer struct {
 	files []File // finished files
 	f     *os.File
 	bw    *bufio.Writer
-	cur   File   // the file being written, when f != nil
-	rec   []byte // the record being encoded, reused
-	err   error  // sticky: set by a failed write or by Close/Abort
+	cur   File     // the file being written, when f != nil
+	rec   []byte   // the record being encoded, reused
+	keys  keyCache // the keys of the last record, encoded
+	err   error    // sticky: set by a failed write or by Close/Abort
 
 	// One row per user (Put and Drop): the newest sighting wins; rows
 	// written before a newer sighting of their user are removed by Close.
 	latest     *Latest
-	rows       uint32              // rows written so far, across files
-	superseded map[uint32]struct{} // rows to remove: a newer sighting replaced them
+	rows       uint32 // rows written so far, across files
+	superseded rowSet // rows to remove: a newer sighting replaced them
 }
 
 var errClosed = errors.New("import file writer is closed")
@@ -95,7 +97,7 @@ func NewWriter(dir string, lim Limits) *Writer {
 	if lim.MaxBytes <= 0 {
 		lim.MaxBytes = DefaultMaxBytes
 	}
-	return &Writer{dir: dir, lim: lim, latest: NewLatest(), superseded: map[uint32]struct{}{}}
+	return &Writer{dir: dir, lim: lim, latest: NewLatest()}
 }
 
 // Write adds one user's record: the id under "IdName", then values in the
@@ -110,12 +112,14 @@ func (w *Writer) Write(id string, values []KV) error {
 		return errors.New("writing import record: empty id")
 	}
 	for _, kv := range values {
-		if strings.EqualFold(kv.Name, idName) {
+		// Only ASCII folds to the letters of "IdName" (no Kelvin sign or
+		// long s among them), so a name of another length never matches.
+		if len(kv.Name) == len(idName) && strings.EqualFold(kv.Name, idName) {
 			return fmt.Errorf("writing import record %q: property name %q is reserved for the id", id, kv.Name)
 		}
 	}
 	props := 1 + len(values)
-	w.rec = encodeRecord(w.rec[:0], id, values)
+	w.rec = w.keys.encodeRecord(w.rec[:0], id, values)
 	size := int64(len(w.rec))
 	if props > w.lim.MaxProperties || int64(len(header)+len(firstSep)+len(trailer))+size > w.lim.MaxBytes {
 		return fmt.Errorf("writing import record %q: %d properties and %d bytes exceed the file limits (%d properties, %d bytes)",
@@ -220,15 +224,47 @@ func (w *Writer) Abort() {
 
 // encodeRecord appends {"IdName":id,"name":"value",…} to dst.
 func encodeRecord(dst []byte, id string, values []KV) []byte {
+	var keys keyCache
+	return keys.encodeRecord(dst, id, values)
+}
+
+// keyCache holds the encoded keys of the last record, which the next
+// record most likely shares: every record of a run has the mapping's
+// properties in the same order.
+type keyCache struct {
+	names []string // the keys, in record order
+	enc   []byte   // `,"name":` for each key, one after the other
+	ends  []int    // where each key's part of enc ends
+}
+
+// encodeRecord is encodeRecord with the keys taken from the cache, which
+// it updates.
+func (c *keyCache) encodeRecord(dst []byte, id string, values []KV) []byte {
 	dst = append(dst, `{"`+idName+`":`...)
 	dst = appendString(dst, id)
-	for _, kv := range values {
-		dst = append(dst, ',')
-		dst = appendString(dst, kv.Name)
-		dst = append(dst, ':')
+	for i, kv := range values {
+		if i >= len(c.names) || c.names[i] != kv.Name {
+			c.set(i, kv.Name)
+		}
+		start := 0
+		if i > 0 {
+			start = c.ends[i-1]
+		}
+		dst = append(dst, c.enc[start:c.ends[i]]...)
 		dst = appendString(dst, kv.Value)
 	}
 	return append(dst, '}')
+}
+
+// set makes name the i-th key, forgetting the keys after it.
+func (c *keyCache) set(i int, name string) {
+	start := 0
+	if i > 0 {
+		start = c.ends[i-1]
+	}
+	c.names, c.ends, c.enc = append(c.names[:i], name), c.ends[:i], append(c.enc[:start], ',')
+	c.enc = append(appendString(c.enc, name), ':')
+	c.ends = append(c.ends, len(c.enc))
 }
 
 const hexDigits = "0123456789abcdef"
@@ -239,10 +275,27 @@ const hexDigits = "0123456789abcdef"
 // every byte of invalid UTF-8 becomes U+FFFD; all else, including '<', '>'
 // and '&', is written as it is. It allocates nothing when dst has room,
 // which a per-value call through encoding/json cannot promise.
+//
+// Runs of bytes that need no care are skipped eight at a time and copied
+// in one piece; most keys and values are such a run from end to end.
 func appendString(dst []byte, s string) []byte {
+	if plain(s) {
+		n := len(dst)
+		dst = slices.Grow(dst, len(s)+2)[:n+len(s)+2]
+		dst[n] = '"'
+		copy(dst[n+1:], s)
+		dst[len(dst)-1] = '"'
+		return dst
+	}
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		for i+8 <= len(s) && plain8(load64(s, i)) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		b := s[i]
 		if b < utf8.RuneSelf {
 			if b >= 0x20 && b != '"' && b != '\\' {
@@ -287,4 +340,45 @@ func appendString(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// plain reports whether every byte of s is written as it is (see plain8).
+func plain(s string) bool {
+	if len(s) < 8 {
+		for i := 0; i < len(s); i++ {
+			if b := s[i]; b < 0x20 || b >= utf8.RuneSelf || b == '"' || b == '\\' {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i+8 < len(s); i += 8 {
+		if !plain8(load64(s, i)) {
+			return false
+		}
+	}
+	return plain8(load64(s, len(s)-8)) // the last eight, overlapping
+}
+
+// load64 returns the eight bytes of s from i on as one word (the compiler
+// turns this into a single load).
+func load64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+const (
+	lsbs = 0x0101010101010101
+	msbs = 0x8080808080808080
+)
+
+// plain8 reports whether all eight bytes of x are written as they are
+// without a look at their neighbours: ASCII, not a control character, not
+// '"' and not '\\'. (v-lsbs*n) &^ v has the top bit of some byte set
+// exactly when some byte of v is below n, for n <= 0x80.
+func plain8(x uint64) bool {
+	quote := x ^ (lsbs * '"')
+	slash := x ^ (lsbs * '\\')
+	return ((x-lsbs*0x20)&^x|(quote-lsbs)&^quote|(slash-lsbs)&^slash|x)&msbs == 0
 }

@@ -49,24 +49,55 @@ const isoUTC = "2006-01-02T15:04:05Z"
 // in ISO 8601 UTC; null or absent values as "", which clears the SharePoint
 // value as PnP does.
 func (m *Mapping) Apply(u profile.User) (Record, SkipReason) {
+	id, skip := m.admit(u)
+	if skip != NotSkipped {
+		return Record{}, skip
+	}
+	return Record{ID: id, Values: m.appendValues(make([]KV, 0, len(m.Properties)), u)}, NotSkipped
+}
+
+// ApplyInto is Apply writing into rec, whose Values storage it reuses: a
+// caller that is done with each record before it asks for the next one
+// spares an allocation per user. It sets rec.ID and rec.Values as Apply
+// would return them, except that a skipped user leaves rec.Values empty
+// rather than nil.
+func (m *Mapping) ApplyInto(rec *Record, u profile.User) SkipReason {
+	id, skip := m.admit(u)
+	rec.ID, rec.Values = id, rec.Values[:0]
+	if skip != NotSkipped {
+		return skip
+	}
+	rec.Values = m.appendValues(rec.Values, u)
+	return NotSkipped
+}
+
+// admit returns the user's id, or "" and why the user is skipped.
+func (m *Mapping) admit(u profile.User) (string, SkipReason) {
 	if u.Removed {
-		return Record{}, SkipDeleted
+		return "", SkipDeleted
 	}
 	if t, _ := u.Props["userType"].(string); !m.IncludeGuests && strings.EqualFold(t, "Guest") {
-		return Record{}, SkipGuest
+		return "", SkipGuest
 	}
 	if on, ok := u.Props["accountEnabled"].(bool); ok && !on && !m.IncludeDisabled {
-		return Record{}, SkipDisabled
+		return "", SkipDisabled
 	}
 	id := m.id(u)
 	if id == "" {
-		return Record{}, SkipNoID
+		return "", SkipNoID
 	}
-	rec := Record{ID: id, Values: make([]KV, 0, len(m.Properties))}
+	return id, NotSkipped
+}
+
+// appendValues appends the user's values, in Properties order, to dst.
+func (m *Mapping) appendValues(dst []KV, u profile.User) []KV {
 	for _, p := range m.Properties {
-		top, field, dotted := strings.Cut(p.Source, ".")
 		var v any
-		k := userProps[top]
+		date := false
+		top, field, dotted := p.Source, "", false
+		if i := strings.IndexByte(top, '.'); i >= 0 {
+			top, field, dotted = top[:i], top[i+1:], true
+		}
 		switch {
 		case top == "manager":
 			mgr, known := u.Props["manager"]
@@ -74,20 +105,27 @@ func (m *Mapping) Apply(u profile.User) (Record, SkipReason) {
 				continue
 			}
 			mm, _ := mgr.(map[string]any)
-			v, k = mm[field], userProps[field]
+			v, date = mm[field], isDateTime(field)
 		case dotted:
 			obj, _ := u.Props[top].(map[string]any)
-			v, k = obj[field], kindString
+			v = obj[field]
 		default:
-			v = u.Props[top]
+			v, date = u.Props[top], isDateTime(top)
 		}
 		sep := p.Separator
 		if sep == "" { // unset in a hand-built Mapping; Parse never leaves it empty
 			sep = DefaultSeparator
 		}
-		rec.Values = append(rec.Values, KV{Name: p.Target, Value: text(v, sep, k == kindDateTime)})
+		dst = append(dst, KV{Name: p.Target, Value: text(v, sep, date)})
 	}
-	return rec, NotSkipped
+	return dst
+}
+
+// isDateTime reports whether name is a date-time user property, whose
+// values are normalised to ISO 8601 UTC. All of them end in "Date" or
+// "DateTime", which spares other names the table lookup.
+func isDateTime(name string) bool {
+	return (strings.HasSuffix(name, "Date") || strings.HasSuffix(name, "DateTime")) && userProps[name] == kindDateTime
 }
 
 // id returns the user's value for the mapping's id attribute, or "".
@@ -113,24 +151,74 @@ func (m *Mapping) id(u profile.User) string {
 // text converts one Graph value to the text the import file carries.
 func text(v any, sep string, date bool) string {
 	switch v := v.(type) {
-	case []any:
-		var b strings.Builder
-		n := 0
-		for _, item := range v {
-			if item == nil {
-				continue
-			}
-			if n > 0 {
-				b.WriteString(sep)
-			}
-			b.WriteString(scalar(item, false))
-			n++
+	case string: // the common case, first
+		if date {
+			return isoDate(v)
 		}
-		return b.String()
+		return v
+	case []any:
+		return join(v, sep)
 	case []string:
 		return strings.Join(v, sep)
 	}
 	return scalar(v, date)
+}
+
+// join joins the items of a collection with sep, leaving out null items.
+// A collection of strings, the only kind Graph has for users, takes one
+// allocation, or none when it holds a single string.
+func join(items []any, sep string) string {
+	n, count, first := 0, 0, ""
+	for _, item := range items {
+		switch s := item.(type) {
+		case nil:
+			continue
+		case string:
+			if count == 0 {
+				first = s
+			}
+			n += len(s)
+			count++
+			continue
+		}
+		return joinAny(items, sep)
+	}
+	switch count {
+	case 0:
+		return ""
+	case 1:
+		return first
+	}
+	var b strings.Builder
+	b.Grow(n + (count-1)*len(sep))
+	count = 0
+	for _, item := range items {
+		if s, ok := item.(string); ok {
+			if count > 0 {
+				b.WriteString(sep)
+			}
+			b.WriteString(s)
+			count++
+		}
+	}
+	return b.String()
+}
+
+// joinAny is join for collections of any scalars.
+func joinAny(items []any, sep string) string {
+	var b strings.Builder
+	n := 0
+	for _, item := range items {
+		if item == nil {
+			continue
+		}
+		if n > 0 {
+			b.WriteString(sep)
+		}
+		b.WriteString(scalar(item, false))
+		n++
+	}
+	return b.String()
 }
 
 // scalar converts a single value. Objects have no text form; validation
@@ -161,10 +249,13 @@ func scalar(v any, date bool) string {
 // isoDate normalises an RFC 3339 date-time or a plain date to ISO 8601 UTC
 // with whole seconds. Text that is neither is returned unchanged.
 func isoDate(s string) string {
+	if len(s) == len(isoUTC) && s[len(s)-1] == 'Z' {
+		// Canonical if it parses at all (20 bytes and a Z leave no room
+		// for a fraction or an offset); if it does not, it is no plain
+		// date either (too long). Unchanged either way.
+		return s
+	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		if len(s) == len(isoUTC) && s[len(s)-1] == 'Z' {
-			return s // already canonical; spare the allocation
-		}
 		return t.UTC().Format(isoUTC)
 	}
 	if t, err := time.Parse(time.DateOnly, s); err == nil {

@@ -731,9 +731,12 @@ type sink struct {
 func (e *Engine) collect(ctx context.Context, m *mapping.Mapping, run *Run, opts Options, link string, s sink) (string, error) {
 	run.Read, run.Sent, run.Skipped, run.Unknown = 0, 0, map[string]int{}, nil
 	sel := profile.Selection{Properties: m.Select(), Manager: m.ManagerSelect()}
+	// One record reused for every user: the sinks copy its values before
+	// the next one (read into the import file, Plan into its own map).
+	var rec mapping.Record
 	fn := func(u profile.User) error {
 		run.Read++
-		rec, skip := m.Apply(u)
+		skip := m.ApplyInto(&rec, u)
 		if skip != "" {
 			run.Skipped[string(skip)]++
 			if s.skip != nil {
