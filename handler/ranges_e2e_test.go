@@ -94,6 +94,24 @@ func TestThreeChangesAmongManyAfterARangedFullSync(t *testing.T) {
 	if len(ranges) < 8 {
 		t.Errorf("the full sync read %d ranges, want at least one per reader (8)", len(ranges))
 	}
+	// Every enabled member exactly once (CloudId: IdName is the object id).
+	rows := checkOneRowPerUser(t, s, full)
+	members := 0
+	for _, u := range s.sim.Directory.Users() {
+		if u.Deleted || isGuest(u) || isDisabled(u) {
+			if _, sent := rows[u.ID]; sent {
+				t.Errorf("user %s (deleted, guest or disabled) was sent", u.ID)
+			}
+			continue
+		}
+		members++
+		if _, sent := rows[u.ID]; !sent {
+			t.Errorf("enabled member %s was not sent", u.ID)
+		}
+	}
+	if members != len(rows) {
+		t.Errorf("%d rows for %d enabled members", len(rows), members)
+	}
 
 	changeUsers(t, s, 3, "three among many")
 	s.sim.Requests.Reset()
