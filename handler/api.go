@@ -139,6 +139,9 @@ type SyncRequest struct {
 	Mapping      json.RawMessage `json:"mapping"`
 	AllowOverlap bool            `json:"allowOverlap"`
 	Limit        int             `json:"limit"` // dry run: users listed in the plan
+	// Force sends every user read, also those whose values SharePoint
+	// already has (the fingerprint store is not used to skip anyone).
+	Force bool `json:"force"`
 }
 
 // maxUsers bounds the users of one targeted run (PnP's -Users is for a handful).
@@ -146,7 +149,7 @@ const maxUsers = 1000
 
 func (req SyncRequest) options() (syncer.Options, []string) {
 	var problems []string
-	opts := syncer.Options{WhatIf: req.WhatIf, AllowOverlap: req.AllowOverlap, Filter: strings.TrimSpace(req.Filter)}
+	opts := syncer.Options{WhatIf: req.WhatIf, AllowOverlap: req.AllowOverlap, Filter: strings.TrimSpace(req.Filter), Force: req.Force}
 	switch strings.ToLower(req.Mode) {
 	case "", "delta":
 	case "full":

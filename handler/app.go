@@ -73,6 +73,14 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 	}
 	a := &app{cfg: cfg, log: log, blobs: blobs, queue: queue, runs: runs, spo: sp, graph: g}
 	st := store{blobs}
+	// The metric events (README, "Metrics") go with the log lines to stdout,
+	// which the Functions host forwards to Application Insights, whatever
+	// LOG_LEVEL says. The command line writes none: its stderr reaches no
+	// Application Insights, and its runs are in the run records.
+	metrics := log
+	if interactive {
+		metrics = nil
+	}
 	a.engine = &syncer.Engine{
 		Source:    g,
 		Target:    sp,
@@ -80,6 +88,7 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 		Scheduler: queue,
 		Lock:      a.lock,
 		Log:       log,
+		Metrics:   metrics,
 		FirstPoll: cfg.PollBackoff[0],
 		Jobs:      sp,
 		Pending:   st,
@@ -101,9 +110,10 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 		Backoff:   cfg.PollBackoff,
 		MaxAge:    cfg.PollMaxAge,
 		Log:       log,
+		Metrics:   metrics,
 	}
 	a.house = &syncer.Housekeeper{Blobs: st, List: st, Files: sp, After: cfg.CleanupAfter, Log: log,
-		Retain: cfg.Retention, Walk: st, AlsoPrune: []string{requestsPrefix}}
+		Retain: cfg.Retention, Walk: st, AlsoPrune: []string{requestsPrefix, syncer.FingerprintsPendingPrefix}}
 	return a, nil
 }
 
@@ -168,7 +178,12 @@ func (a *app) lock(ctx context.Context) (syncer.Lease, error) {
 }
 
 // newLogger logs JSON lines to stdout: the Functions host turns stdout into
-// Information logs and every stderr line into an Error.
+// Information logs and every stderr line into an Error. It logs at LOG_LEVEL
+// and above (info when the setting is invalid: loadConfig reports it). Every
+// logger of the app derives from this one (newApp hands it to Graph,
+// SharePoint, the engine, the poller and housekeeping), so the level reaches
+// them all.
 func newLogger(stdout interface{ Write([]byte) (int, error) }, getenv func(string) string) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	level, _ := parseLogLevel(value(getenv, "LOG_LEVEL"))
+	return slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 }

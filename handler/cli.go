@@ -18,7 +18,8 @@ import (
 
 // syncCmd is `handler sync [--full] [--what-if] [--dry-run] [--users a,b] [--filter F] [--mapping FILE]`:
 // one run, then a summary (or, for a dry run, the plan as JSON).
-// Its log lines go to stderr, so that stdout holds only the summary or the plan.
+// Its log lines and its progress go to stderr, so that stdout holds only
+// the summary or the plan.
 func syncCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
 	fs.SetOutput(stdout)
@@ -29,6 +30,7 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 	filter := fs.String("filter", "", "a Graph $filter selecting the users to sync, e.g. \"jobTitle eq 'IT Administrator'\"")
 	mappingFile := fs.String("mapping", "", "use this mapping file for this run only")
 	overlap := fs.Bool("allow-overlap", false, "queue even while an earlier import job is unfinished")
+	force := fs.Bool("force", false, "send every user read, also those SharePoint already has with the same values (with --full: everyone)")
 	limit := fs.Int("limit", syncer.DefaultPlanLimit, "dry run: users listed in the plan")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -36,7 +38,7 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 	if fs.NArg() > 0 {
 		return fmt.Errorf("sync: unexpected arguments %v", fs.Args())
 	}
-	req := SyncRequest{WhatIf: *whatIf, DryRun: *dryRun, Filter: *filter, AllowOverlap: *overlap, Limit: *limit}
+	req := SyncRequest{WhatIf: *whatIf, DryRun: *dryRun, Filter: *filter, AllowOverlap: *overlap, Limit: *limit, Force: *force}
 	if *full {
 		req.Mode = "full"
 	}
@@ -55,7 +57,10 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("sync: %s", strings.Join(problems, "; "))
 	}
 	opts.Trigger = "cli"
-	a, err := cliApp(getenv, stderr)
+	// Progress and log lines share stderr (see progressView).
+	view := newProgressView(stderr)
+	opts.Progress = view.update
+	a, err := cliApp(getenv, view)
 	if err != nil {
 		return err
 	}
@@ -64,6 +69,7 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	if *dryRun {
 		plan, err := a.engine.Plan(ctx, opts, *limit)
+		view.done()
 		if err != nil {
 			return err
 		}
@@ -73,6 +79,7 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 		return enc.Encode(plan)
 	}
 	run, err := a.engine.Sync(ctx, opts)
+	view.done() // before the summary: stdout may be the same terminal
 	if errors.Is(err, profile.ErrBusy) {
 		return fmt.Errorf("another sync is running (the lease on %s/%s is held); try again later", a.cfg.Container, lockBlob)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -41,6 +42,7 @@ var settings = []setting{
 	{Name: "RECORDS_RETENTION_DAYS", Default: "90"},
 	{Name: "SPO_CHUNK_SIZE", Default: "10485760"},
 	{Name: "GRAPH_PARALLELISM", Default: "16"},
+	{Name: "LOG_LEVEL", Default: "info"},
 	{Name: "IDENTITY_ENDPOINT"},
 	{Name: "IDENTITY_HEADER", Secret: true},
 	{Name: "AZURE_CLIENT_ID"},
@@ -66,6 +68,7 @@ type config struct {
 	Retention     time.Duration // 0 = keep run, job and poll records forever
 	ChunkSize     int64         // bytes per upload request
 	Parallelism   int           // Graph ranges a full sync reads at once
+	LogLevel      slog.Level    // LOG_LEVEL: the least level logged
 
 	IdentityEndpoint, IdentityHeader string
 	ClientID, TenantID               string
@@ -174,6 +177,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	} else {
 		c.Parallelism = n
 	}
+	if l, ok := parseLogLevel(value(getenv, "LOG_LEVEL")); !ok {
+		bad("LOG_LEVEL %q is not a log level: want one of %s (in any case)", value(getenv, "LOG_LEVEL"), logLevelNames())
+	} else {
+		c.LogLevel = l
+	}
 	// The kill matrix's setting: only builds tagged crashpoints honour it,
 	// and the product refuses to start with it rather than ignore it.
 	if v := getenv(crashpoint.Setting); v != "" && !crashpoint.Enabled {
@@ -197,6 +205,32 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("IDENTITY_ENDPOINT is empty while IDENTITY_HEADER is set")
 	}
 	return c, errors.Join(errs...)
+}
+
+// logLevels are the values LOG_LEVEL takes, in any case.
+var logLevels = []struct {
+	name  string
+	level slog.Level
+}{{"debug", slog.LevelDebug}, {"info", slog.LevelInfo}, {"warn", slog.LevelWarn}, {"error", slog.LevelError}}
+
+// parseLogLevel reads LOG_LEVEL: debug, info, warn or error, in any case.
+// Anything else is info, and not ok.
+func parseLogLevel(s string) (slog.Level, bool) {
+	for _, l := range logLevels {
+		if strings.EqualFold(s, l.name) {
+			return l.level, true
+		}
+	}
+	return slog.LevelInfo, false
+}
+
+// logLevelNames is "debug, info, warn, error".
+func logLevelNames() string {
+	names := make([]string, len(logLevels))
+	for i, l := range logLevels {
+		names[i] = l.name
+	}
+	return strings.Join(names, ", ")
 }
 
 // parseBackoff parses "1m,2m,5m": at least one positive duration, at most 7 days each

@@ -528,13 +528,14 @@ func TestDeployPreflight(t *testing.T) {
 		{name: "macOS", env: []string{"FAKE_UNAME=Darwin"}, wantOK: true},
 		// As the preprovision hook: azd has loaded azure.yaml, so it asks azd nothing.
 		{name: "hook", args: []string{"--hook"}, without: []string{"azd", "az"}, wantOK: true,
-			env: []string{"MAXIMUM_INSTANCE_COUNT=40", "MAXIMUM_INSTANCE_COUNT_PREVIEW=0", "SYNC_SCHEDULE=0 0 2 * * *", "CLEANUP_AFTER_DAYS=30", "SPO_SITE_URL=https://contoso.sharepoint.com/sites/hr"}},
+			env: []string{"MAXIMUM_INSTANCE_COUNT=40", "MAXIMUM_INSTANCE_COUNT_PREVIEW=0", "SYNC_SCHEDULE=0 0 2 * * *", "CLEANUP_AFTER_DAYS=30", "SPO_SITE_URL=https://contoso.sharepoint.com/sites/hr", "LOG_LEVEL=debug"}},
 		{name: "hook, preview count", args: []string{"--hook"}, env: []string{"MAXIMUM_INSTANCE_COUNT_PREVIEW=1"}, wantOK: true},
 		{name: "hook, count below 40", args: []string{"--hook"}, env: []string{"MAXIMUM_INSTANCE_COUNT=4"}, want: []string{"outside 40-1000", "MAXIMUM_INSTANCE_COUNT_PREVIEW"}},
 		{name: "hook, count above 1000", args: []string{"--hook"}, env: []string{"MAXIMUM_INSTANCE_COUNT=1001"}, want: []string{"outside 40-1000"}},
 		{name: "hook, preview 40", args: []string{"--hook"}, env: []string{"MAXIMUM_INSTANCE_COUNT_PREVIEW=40"}, want: []string{"outside 0-39"}},
 		{name: "hook, bad values", args: []string{"--hook"}, env: []string{"SPO_SITE_URL=http://contoso", "SYNC_SCHEDULE=0 2 * *", "CLEANUP_AFTER_DAYS=week"},
 			want: []string{"SPO_SITE_URL=http://contoso must be an https:// URL", "has 4 fields", "CLEANUP_AFTER_DAYS=week is not a whole number"}},
+		{name: "hook, log level in capitals", args: []string{"--hook"}, env: []string{"LOG_LEVEL=DEBUG"}, want: []string{"LOG_LEVEL=DEBUG is not debug, info, warn or error", "infra/main.bicep"}},
 		{name: "hook, no go", args: []string{"--hook"}, without: []string{"go"}, want: []string{"Go is not installed"}},
 	}
 	real := map[string]string{}

@@ -125,6 +125,9 @@ func summary(r *syncer.Run) string {
 		fmt.Fprintf(&b, " (%s)", r.Reason)
 	}
 	fmt.Fprintf(&b, ", %d users read, %d sent", r.Read, r.Sent)
+	if r.Unchanged > 0 {
+		fmt.Fprintf(&b, ", %d unchanged", r.Unchanged)
+	}
 	for _, k := range []string{"deleted", "guest", "disabled", "no-id"} {
 		if n := r.Skipped[k]; n > 0 {
 			fmt.Fprintf(&b, ", %d skipped (%s)", n, k)

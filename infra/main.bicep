@@ -41,8 +41,20 @@ param graphParallelism int = 16
 @description('GRAPH_ENDPOINT: Microsoft Graph origin; change only for national clouds.')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
+@allowed([
+  'debug'
+  'info'
+  'warn'
+  'error'
+])
+@description('LOG_LEVEL: least level of the handler log lines (debug adds one line per SharePoint request).')
+param logLevel string = 'info'
+
 @description('Object id of the operator running azd (AZURE_PRINCIPAL_ID), given blob access to the state container; empty for none.')
 param principalId string = ''
+
+@description('Name of the Azure Monitor workbook charting runs and import jobs (README, "Metrics").')
+param workbookDisplayName string = 'profilesync'
 
 // Flex Consumption scales per function group: all HTTP functions (here Api)
 // together, every other function (SyncTimer, ImportStatus, SyncRun) on its own
@@ -122,6 +134,19 @@ module monitoring './modules/monitoring.bicep' = {
   }
 }
 
+// Charts of the runs and import jobs over time, from the handler's metric
+// events in Application Insights (README, "Metrics").
+module workbook './modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    location: location
+    tags: tags
+    displayName: workbookDisplayName
+  }
+}
+
 module rbac './modules/rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -154,6 +179,7 @@ module functionApp './modules/functionapp.bicep' = {
     schedule: schedule
     graphEndpoint: graphEndpoint
     graphParallelism: graphParallelism
+    logLevel: logLevel
     cleanupAfterDays: cleanupAfterDays
     recordsRetentionDays: recordsRetentionDays
     stateContainerName: stateContainerName
@@ -173,6 +199,7 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output AZURE_WORKBOOK_ID string = workbook.outputs.workbookId
 output PROFILESYNC_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output PROFILESYNC_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output PROFILESYNC_CONTAINER string = stateContainerName

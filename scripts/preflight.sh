@@ -172,6 +172,10 @@ if $hook; then
 	if [ -n "${CLEANUP_AFTER_DAYS:-}" ]; then
 		check_int CLEANUP_AFTER_DAYS "$CLEANUP_AFTER_DAYS" 0 36500 "days after which import files are deleted; 0 keeps them"
 	fi
+	case ${LOG_LEVEL:-info} in
+	debug | info | warn | error) ;;
+	*) fail "LOG_LEVEL=$LOG_LEVEL is not debug, info, warn or error (in lowercase: infra/main.bicep allows only these)" ;;
+	esac
 	if [ -n "${SYNC_SCHEDULE:-}" ]; then
 		set -f # the fields are words, not file patterns
 		# shellcheck disable=SC2086 # count the fields

@@ -60,6 +60,15 @@ param graphParallelism int = 16
 @description('GRAPH_ENDPOINT: Microsoft Graph origin (change for national clouds).')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
+@allowed([
+  'debug'
+  'info'
+  'warn'
+  'error'
+])
+@description('LOG_LEVEL: least level of the handler log lines.')
+param logLevel string = 'info'
+
 @description('SYNC_CONTAINER: blob container holding the mapping and the state.')
 param stateContainerName string
 
@@ -152,6 +161,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       AZURE_CLIENT_ID: identityClientId
       GRAPH_ENDPOINT: graphEndpoint
       GRAPH_PARALLELISM: string(graphParallelism)
+      LOG_LEVEL: logLevel
       SPO_SITE_URL: siteUrl
       SPO_FOLDER: folder
       SYNC_SCHEDULE: schedule

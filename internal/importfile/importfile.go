@@ -60,6 +60,10 @@ type File struct {
 	Records    int
 	Properties int
 	Bytes      int64
+	// Notes is the path of a file holding the Note of each row, in row
+	// order (ReadNotes), or "" when no row was given a note. It is removed
+	// with the file by Abort; a caller that removes the file removes it too.
+	Notes string
 }
 
 // Writer streams records into import files in a directory, starting a new
@@ -83,6 +87,13 @@ type Writer struct {
 	latest     *Latest
 	rows       uint32 // rows written so far, across files
 	superseded rowSet // rows to remove: a newer sighting replaced them
+
+	// Notes of the rows (notes.go): spilled to disk in row order once a
+	// row has one, split per finished file by Close.
+	next      Note          // the note of the row being written
+	spill     *os.File      // every row's note, in row order
+	nbw       *bufio.Writer // writes spill
+	noteFiles []string      // the notes files made per finished file
 }
 
 var errClosed = errors.New("import file writer is closed")
@@ -147,6 +158,10 @@ func (w *Writer) Write(id string, values []KV) error {
 	w.cur.Properties += props
 	w.cur.Bytes += int64(len(sep)) + size
 	w.rows++
+	if err := w.note(); err != nil {
+		w.err = err
+		return err
+	}
 	crashpoint.Hit(crashpoint.ImportFileWrite)
 	return nil
 }
@@ -197,10 +212,27 @@ func (w *Writer) Close() ([]File, error) {
 			return nil, err
 		}
 	}
+	var before []File
+	var notes []string
+	if w.nbw != nil {
+		before = append(before, w.files...)
+		var err error
+		if notes, err = w.splitNotes(before); err != nil {
+			w.err = err
+			return nil, err
+		}
+		w.closeSpill()
+	}
 	if len(w.superseded) > 0 {
 		if err := w.compact(); err != nil {
 			w.err = err
 			return nil, err
+		}
+	}
+	if notes != nil {
+		if err := w.finishNotes(before, notes); err != nil {
+			w.err = fmt.Errorf("import file notes: %w", err)
+			return nil, w.err
 		}
 	}
 	w.err = errClosed
@@ -218,7 +250,11 @@ func (w *Writer) Abort() {
 	for _, f := range w.files {
 		_ = os.Remove(f.Path)
 	}
-	w.files = nil
+	w.closeSpill()
+	for _, n := range w.noteFiles {
+		_ = os.Remove(n)
+	}
+	w.files, w.noteFiles = nil, nil
 	w.err = errClosed
 }
 

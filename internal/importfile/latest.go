@@ -146,6 +146,8 @@ type Appearance struct {
 	Seq    uint64
 	ID     string // the IdName value
 	Values []KV
+	// Note goes with the row, if it is written, into File.Notes.
+	Note Note
 }
 
 // Put adds a user's row unless a newer sighting of the same user was
@@ -166,7 +168,10 @@ func (w *Writer) Put(a Appearance) error {
 	if replaced {
 		w.superseded.add(old)
 	}
-	if err := w.Write(a.ID, a.Values); err != nil {
+	w.next = a.Note
+	err := w.Write(a.ID, a.Values)
+	w.next = Note{}
+	if err != nil {
 		w.err = err
 		return err
 	}

@@ -25,6 +25,8 @@ type Plan struct {
 	Sent         int               `json:"usersToSend"`
 	Properties   int               `json:"propertiesToSend"` // key/value pairs incl. the id, as SharePoint counts them
 	Skipped      map[string]int    `json:"usersSkipped"`
+	Unchanged    int               `json:"usersUnchanged,omitempty"` // not sent: SharePoint has their values (fingerprint store)
+	Fingerprints string            `json:"fingerprints,omitempty"`   // why unchanged users are not told apart, when they are not
 	Unknown      []string          `json:"unknownUsers,omitempty"`
 	Users        []PlanUser        `json:"users"`        // the first Limit users to send, with their values
 	SkippedUsers []PlanSkip        `json:"skippedUsers"` // the first Limit skipped users, with the reason
@@ -65,10 +67,13 @@ func (e *Engine) Plan(ctx context.Context, opts Options, limit int) (*Plan, erro
 		limit = DefaultPlanLimit
 	}
 	run := &Run{}
+	opts.progress = newReporter(opts.Progress)
 	m, _, _, link, err := e.prepare(ctx, run, opts)
 	if err != nil {
 		return nil, err
 	}
+	opts.fingerprints = e.fingerprints(ctx, e.log(), run, opts, m)
+	fp := opts.fingerprints
 	p := &Plan{Mode: run.Mode, Reason: run.Reason, MappingHash: run.MappingHash, Cleared: map[string]int{},
 		Users: []PlanUser{}, SkippedUsers: []PlanSkip{}, Limit: limit, PropertyMap: m.PropertyMap()}
 	upn := func(u profile.User) string { s, _ := u.Props["userPrincipalName"].(string); return s }
@@ -116,11 +121,16 @@ func (e *Engine) Plan(ctx context.Context, opts Options, limit int) (*Plan, erro
 			}
 		}
 	}
+	var skip func(u profile.User, reason mapping.SkipReason)
 	s := sink{
 		record: func(u profile.User, rec mapping.Record) error {
 			key := u.ID
 			if key == "" {
 				key = rec.ID
+			}
+			if _, unchanged := fp.row(u, rec); unchanged {
+				skip(profile.User{ID: key, Seq: u.Seq, Props: u.Props}, skipUnchanged)
+				return errUnchanged
 			}
 			newest, replaced, old := latest.Row(key, u.Seq, uint32(len(rowInfo)))
 			if !newest {
@@ -150,25 +160,32 @@ func (e *Engine) Plan(ctx context.Context, opts Options, limit int) (*Plan, erro
 			return nil
 		},
 		skip: func(u profile.User, reason mapping.SkipReason) {
-			newest, replaced, old := latest.Drop(u.ID, u.Seq, skipTag(reason))
-			if !newest {
-				return
-			}
-			forget(replaced, old)
-			unlist(u.ID)
-			if len(p.SkippedUsers) < limit {
-				listed[u.ID] = -1 - len(p.SkippedUsers)
-				p.SkippedUsers = append(p.SkippedUsers, PlanSkip{ID: u.ID, UPN: upn(u), Reason: string(reason)})
-			} else {
-				p.Truncated = true
-			}
+			skip(u, reason)
 		},
+	}
+	// skip drops a user (unchanged users are counted, not listed).
+	skip = func(u profile.User, reason mapping.SkipReason) {
+		newest, replaced, old := latest.Drop(u.ID, u.Seq, skipTag(reason))
+		if !newest {
+			return
+		}
+		forget(replaced, old)
+		unlist(u.ID)
+		switch {
+		case reason == skipUnchanged:
+		case len(p.SkippedUsers) < limit:
+			listed[u.ID] = -1 - len(p.SkippedUsers)
+			p.SkippedUsers = append(p.SkippedUsers, PlanSkip{ID: u.ID, UPN: upn(u), Reason: string(reason)})
+		default:
+			p.Truncated = true
+		}
 	}
 	_, err = e.collect(ctx, m, run, opts, link, s)
 	if err != nil && link != "" && errors.Is(err, profile.ErrDeltaExpired) {
 		run.Mode, run.Reason = ModeFull, "delta link expired or reset by Graph"
 		p.Mode, p.Reason = run.Mode, run.Reason
 		reset()
+		fp.reset()
 		_, err = e.collect(ctx, m, run, opts, "", s)
 	}
 	if err != nil {
@@ -183,6 +200,7 @@ func (e *Engine) Plan(ctx context.Context, opts Options, limit int) (*Plan, erro
 	}
 	countUsers(run, latest.Stats())
 	p.Read, p.Sent, p.Skipped, p.Unknown = run.Read, run.Sent, run.Skipped, run.Unknown
+	p.Unchanged, p.Fingerprints = run.Unchanged, run.Fingerprints
 	sort.Slice(p.Users, func(i, k int) bool { return p.Users[i].ID < p.Users[k].ID })
 	return p, nil
 }

@@ -89,6 +89,9 @@ type JobRecord struct {
 	Resent     string    `json:"resent,omitempty"`
 	RequeuedAs string    `json:"requeuedAs,omitempty"`
 	Cleaned    time.Time `json:"cleaned,omitzero"` // import file and log folder deleted (housekeeping)
+	// Fingerprints says how many of the job's users the fingerprint store
+	// now remembers as imported, and how many it forgot (fingerprint.go).
+	Fingerprints string `json:"fingerprints,omitempty"`
 }
 
 // UserResult is one line of a job's log: `<code>\t<identity>\t<message>`.
@@ -132,6 +135,9 @@ type Poller struct {
 	MaxAge  time.Duration
 	Now     func() time.Time
 	Log     *slog.Logger
+	// Metrics receives each finished job's metric event (metrics.go),
+	// whatever its level; nil writes none.
+	Metrics *slog.Logger
 }
 
 // Outcome says what one poll did.
@@ -340,12 +346,22 @@ func (p *Poller) record(ctx context.Context, log *slog.Logger, job profile.Job, 
 			return nil, err
 		}
 	}
+	// Before the record: a crash in between leaves the message to merge
+	// again, which changes nothing.
+	if err := p.rememberFingerprints(ctx, log, rec, ps); err != nil {
+		return nil, err
+	}
 	data, _ := json.MarshalIndent(rec, "", "  ")
 	crashpoint.Hit(crashpoint.PollBeforeRecord)
-	if _, err := p.Blobs.Create(ctx, JobsPrefix+rec.JobID+".json", data); err != nil && !errors.Is(err, profile.ErrStale) {
-		return nil, fmt.Errorf("writing the job record: %w", err)
+	_, cerr := p.Blobs.Create(ctx, JobsPrefix+rec.JobID+".json", data)
+	if cerr != nil && !errors.Is(cerr, profile.ErrStale) {
+		return nil, fmt.Errorf("writing the job record: %w", cerr)
+	}
+	if cerr == nil { // the delivery that wrote the record reports the job: one event per job
+		p.emitJob(ctx, rec, ps)
 	}
 	crashpoint.Hit(crashpoint.PollAfterRecord)
+	p.forgetSidecar(ctx, rec, ps)
 	if rec.RunID != "" {
 		if err := p.linkRun(ctx, rec); err != nil {
 			return nil, err

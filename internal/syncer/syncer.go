@@ -108,7 +108,10 @@ type Engine struct {
 	Scheduler Scheduler
 	Lock      LockFunc
 	Log       *slog.Logger
-	Now       func() time.Time
+	// Metrics receives each run's metric event (metrics.go), whatever its
+	// level; nil writes none.
+	Metrics *slog.Logger
+	Now     func() time.Time
 	// TempDir holds import files while a run builds them ("" = os.TempDir()).
 	TempDir string
 	// Limits split import files below SharePoint's limits (zero = defaults).
@@ -188,6 +191,16 @@ type Options struct {
 	// OnStart, if set, is called with the run id once the run has its lock
 	// and its record exists.
 	OnStart func(runID string)
+	// Progress, if set, is called at each phase change and, while users
+	// are read, at most every 250 ms (progress.go); never on two
+	// goroutines at once. It must return quickly.
+	Progress func(Progress)
+	progress *reporter // set by Sync and Plan from Progress
+	// Force sends every user read, also those whose mapped values are the
+	// ones SharePoint last imported (the fingerprint store is not used to
+	// skip anyone; it is still updated when the jobs end).
+	Force        bool
+	fingerprints *fpRun // set by Sync and Plan (fingerprint.go)
 }
 
 // targeted reports whether the run reads a chosen set of users or uses a
@@ -233,7 +246,10 @@ type Run struct {
 	Sent        int       `json:"usersSent"`
 	// Repeated counts sightings of users Graph had already handed over in
 	// this run; each user is still sent (or skipped) once, as last seen.
-	Repeated    int            `json:"usersRepeated,omitempty"`
+	Repeated int `json:"usersRepeated,omitempty"`
+	// Unchanged counts users not sent because their mapped values are those
+	// SharePoint last imported (the fingerprint store).
+	Unchanged   int            `json:"usersUnchanged,omitempty"`
 	Skipped     map[string]int `json:"usersSkipped,omitempty"` // by reason: deleted, guest, disabled, no-id
 	Files       []FileRecord   `json:"files,omitempty"`
 	JobIDs      []string       `json:"jobIds,omitempty"`
@@ -247,6 +263,11 @@ type Run struct {
 	// read again and sent (with how many runs sent them again so far).
 	Resent    []ResendUser `json:"resentUsers,omitempty"`
 	OneOffMap bool         `json:"mappingForThisRun,omitempty"`
+	// Fingerprints says why the run did not skip unchanged users, when it
+	// did not (forced, or the store could not be read).
+	Fingerprints string `json:"fingerprints,omitempty"`
+	// timing measures the run's phases for its metric event (metrics.go).
+	timing runTiming
 }
 
 // FileRecord describes one import file of a run.
@@ -378,6 +399,7 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 			log.Warn("clearing the run in progress", "err", derr)
 		}
 	}
+	e.emitRun(ctx, run, err) // the run's one metric event (metrics.go)
 	if err != nil {
 		log.Error("sync failed", "mode", run.Mode, "err", err)
 		return run, err
@@ -389,6 +411,7 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 }
 
 func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Options, lease Lease) error {
+	opts.progress = newReporter(opts.Progress)
 	m, st, etag, link, err := e.prepare(ctx, run, opts)
 	if err != nil {
 		return err
@@ -403,20 +426,26 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		}
 	}
 	log.Info("sync starting", "mode", run.Mode, "reason", run.Reason, "trigger", run.Trigger, "whatIf", opts.WhatIf)
+	opts.fingerprints = e.fingerprints(ctx, log, run, opts, m)
 
+	run.timing.begin(classGraph)
 	files, next, err := e.read(ctx, log, m, run, opts, link, resend)
 	if errors.Is(err, profile.ErrDeltaExpired) && link != "" {
 		log.Warn("the delta link is no longer valid; running a full sync", "err", err)
 		run.Mode, run.Reason, link = ModeFull, "delta link expired or reset by Graph", ""
 		files, next, err = e.read(ctx, log, m, run, opts, "", nil)
 	}
+	run.timing.end(err)
 	if err != nil {
 		return err
 	}
 	defer removeFiles(files)
 
 	if len(files) > 0 {
-		if err := e.Target.EnsureFolder(ctx); err != nil {
+		run.timing.begin(classUpload)
+		err := e.Target.EnsureFolder(ctx)
+		run.timing.end(err)
+		if err != nil {
 			return fmt.Errorf("preparing the SharePoint folder: %w", err)
 		}
 	}
@@ -425,6 +454,13 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 		rec := FileRecord{
 			Name:    fmt.Sprintf("userprofilesyncdata-%s-%s.json", stamp, strings.ReplaceAll(uuid.NewString(), "-", "")),
 			Records: f.Records, Properties: f.Properties, Bytes: f.Bytes,
+		}
+		// The fingerprints of the file's rows reach storage before its job
+		// can exist (merged into the store when the job ends).
+		if !opts.WhatIf {
+			if err := e.putSidecar(ctx, rec.Name, f); err != nil {
+				return err
+			}
 		}
 		// The upload's intent reaches storage first: a process that dies
 		// mid-upload leaves a file the next run can name and delete.
@@ -437,7 +473,10 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 			run.Files = run.Files[:len(run.Files)-1]
 			rec.Uploading = false
 		}
+		opts.progress.phase(PhaseUploading, run, i+1, len(files))
+		run.timing.begin(classUpload)
 		url, err := e.upload(ctx, f, rec.Name)
+		run.timing.end(err)
 		if err != nil {
 			return fmt.Errorf("uploading import file %d of %d: %w", i+1, len(files), err)
 		}
@@ -459,8 +498,11 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 			return err
 		}
 		fr := &run.Files[len(run.Files)-1]
+		opts.progress.phase(PhaseQueueing, run, i+1, len(files))
 		crashpoint.Hit(crashpoint.BeforeQueue)
+		run.timing.begin(classQueue)
 		id, err := e.Target.QueueImport(ctx, m.IDType, profile.IDProperty, m.PropertyMap(), url)
+		run.timing.end(err)
 		if err != nil {
 			// The call may have reached SharePoint before it failed (a
 			// timeout, a lost answer): look for the job before giving up.
@@ -482,6 +524,9 @@ func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Opti
 	if opts.WhatIf {
 		log.Info("what-if: files uploaded, nothing queued, delta link kept", "files", len(run.Files))
 		return nil
+	}
+	if err := e.forgetUsers(ctx, log, run, opts.fingerprints); err != nil {
+		return err
 	}
 	if opts.targeted() {
 		if err := e.schedulePolls(ctx, run); err != nil {
@@ -729,13 +774,15 @@ type sink struct {
 
 // collect reads users (delta round, lookups or filter) through the mapping into s.
 func (e *Engine) collect(ctx context.Context, m *mapping.Mapping, run *Run, opts Options, link string, s sink) (string, error) {
-	run.Read, run.Sent, run.Skipped, run.Unknown = 0, 0, map[string]int{}, nil
+	run.Read, run.Sent, run.Skipped, run.Unknown, run.Unchanged = 0, 0, map[string]int{}, nil, 0
+	opts.progress.phase(PhaseReading, run, 0, 0)
 	sel := profile.Selection{Properties: m.Select(), Manager: m.ManagerSelect()}
 	// One record reused for every user: the sinks copy its values before
 	// the next one (read into the import file, Plan into its own map).
 	var rec mapping.Record
 	fn := func(u profile.User) error {
 		run.Read++
+		opts.progress.reading(run)
 		skip := m.ApplyInto(&rec, u)
 		if skip != "" {
 			run.Skipped[string(skip)]++
@@ -745,6 +792,10 @@ func (e *Engine) collect(ctx context.Context, m *mapping.Mapping, run *Run, opts
 			return nil
 		}
 		if err := s.record(u, rec); err != nil {
+			if err == errUnchanged {
+				run.Unchanged++
+				return nil
+			}
 			return err
 		}
 		run.Sent++
@@ -769,18 +820,32 @@ func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping,
 	w := importfile.NewWriter(e.TempDir, e.Limits)
 	kvs := make([]importfile.KV, 0, len(m.Properties))
 	anonymous := 0
+	fp := opts.fingerprints
+	fp.reset()
 	s := sink{
 		record: func(u profile.User, rec mapping.Record) error {
+			// An unchanged user is dropped like a skipped one: of its
+			// sightings, the newest decides (importfile.Latest).
+			note, unchanged := fp.row(u, rec)
+			if unchanged {
+				key := u.ID
+				if key == "" {
+					key = rec.ID
+				}
+				w.Drop(key, u.Seq, skipTag(skipUnchanged))
+				return errUnchanged
+			}
 			kvs = kvs[:0]
 			for _, kv := range rec.Values {
 				kvs = append(kvs, importfile.KV{Name: kv.Name, Value: kv.Value})
 			}
-			if err := w.Put(importfile.Appearance{Key: u.ID, Seq: u.Seq, ID: rec.ID, Values: kvs}); err != nil {
+			if err := w.Put(importfile.Appearance{Key: u.ID, Seq: u.Seq, ID: rec.ID, Values: kvs, Note: note}); err != nil {
 				return fmt.Errorf("writing the import file: %w", err)
 			}
 			return nil
 		},
 		skip: func(u profile.User, reason mapping.SkipReason) {
+			fp.drop(u)
 			key := u.ID
 			if key == "" { // cannot be told apart: counted each time
 				anonymous++
@@ -797,6 +862,7 @@ func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping,
 		w.Abort()
 		return nil, "", fmt.Errorf("reading users from Graph: %w", err)
 	}
+	opts.progress.phase(PhaseWriting, run, 0, 0)
 	files, err := w.Close()
 	if err != nil {
 		w.Abort()
@@ -825,7 +891,10 @@ func (e *Engine) readAgain(ctx context.Context, log *slog.Logger, m *mapping.Map
 			s.skip(u, skip)
 			return nil
 		}
-		return s.record(u, rec)
+		if err := s.record(u, rec); err != errUnchanged {
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("reading again the users an earlier import failed for: %w", err)
@@ -838,7 +907,7 @@ func (e *Engine) readAgain(ctx context.Context, log *slog.Logger, m *mapping.Map
 }
 
 // skipReasons numbers the skip reasons for importfile.Latest's tags.
-var skipReasons = []mapping.SkipReason{"", mapping.SkipDeleted, mapping.SkipGuest, mapping.SkipDisabled, mapping.SkipNoID}
+var skipReasons = []mapping.SkipReason{"", mapping.SkipDeleted, mapping.SkipGuest, mapping.SkipDisabled, mapping.SkipNoID, skipUnchanged}
 
 func skipTag(r mapping.SkipReason) uint8 {
 	for i, s := range skipReasons {
@@ -852,12 +921,16 @@ func skipTag(r mapping.SkipReason) uint8 {
 // countUsers sets a run's counts from the users' newest sightings: a user
 // Graph handed over twice is sent (or skipped) once.
 func countUsers(run *Run, st importfile.Stats) {
-	run.Sent, run.Repeated = st.Rows, st.Repeats
+	run.Sent, run.Repeated, run.Unchanged = st.Rows, st.Repeats, 0
 	skipped := map[string]int{}
 	for tag, n := range st.Dropped {
 		name := "other"
 		if int(tag) < len(skipReasons) && tag > 0 {
 			name = string(skipReasons[tag])
+		}
+		if name == string(skipUnchanged) {
+			run.Unchanged += n
+			continue
 		}
 		skipped[name] += n
 	}
@@ -874,8 +947,9 @@ func (e *Engine) upload(ctx context.Context, f importfile.File, name string) (st
 }
 
 // removeStaleTemp deletes the import and spill files a killed process
-// left in the temp folder (profilesync-*.json and profilesync-*.jsonl: the
-// import files and the manager join's spill files). It runs while holding
+// left in the temp folder (profilesync-*.json, profilesync-*.jsonl and
+// profilesync-*.notes: the import files, the manager join's spill files
+// and the rows' fingerprints). It runs while holding
 // the sync lock, so no other sync of this machine is writing them.
 func (e *Engine) removeStaleTemp(log *slog.Logger) {
 	dir := e.TempDir
@@ -890,7 +964,7 @@ func (e *Engine) removeStaleTemp(log *slog.Logger) {
 	for _, de := range entries {
 		name := de.Name()
 		if !de.Type().IsRegular() || !strings.HasPrefix(name, "profilesync-") ||
-			!(strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".jsonl")) {
+			!(strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".jsonl") || strings.HasSuffix(name, ".notes")) {
 			continue
 		}
 		if os.Remove(filepath.Join(dir, name)) == nil {
@@ -905,6 +979,9 @@ func (e *Engine) removeStaleTemp(log *slog.Logger) {
 func removeFiles(files []importfile.File) {
 	for _, f := range files {
 		os.Remove(f.Path)
+		if f.Notes != "" {
+			os.Remove(f.Notes)
+		}
 	}
 }
 

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/profilesync/profilesync/internal/m365sim/directory"
+	"github.com/profilesync/profilesync/internal/syncer"
+	"github.com/profilesync/profilesync/internal/testenv"
+)
+
+// BenchmarkSendOnlyChanged measures the fingerprint store (issue 13) on a
+// tenant of 100,000 users, through the real adapters against the simulator
+// in its own process (no page latency): a first full sync sends everyone
+// and its job's success is merged into the store; then each iteration
+// changes 1% of the members (their jobTitle, a mapped property) and runs a
+// full sync, which must send those 1,000 users only, and has its job
+// merged. Reported per iteration: users sent and unchanged, the full sync's
+// wall time, the store's load time (the run's own read of it, timed again
+// outside the run), the merge time of the 1,000-user job, the store's size,
+// the import file bytes uploaded, and the peak heap while syncing and
+// merging. "force" runs the same full sync with
+// --force (everyone sent), for comparison.
+func BenchmarkSendOnlyChanged(b *testing.B) {
+	b.Run("users=100000/changed=1%", func(b *testing.B) { benchChanged(b, 100000, 1000, false) })
+	b.Run("users=100000/force", func(b *testing.B) { benchChanged(b, 100000, 0, true) })
+}
+
+func benchChanged(b *testing.B, users, changes int, force bool) {
+	az := testenv.Azurite(b)
+	simEnv := startSimProcess(b, users)
+	env := map[string]string{
+		"AzureWebJobsStorage": az.ConnectionString,
+		"SYNC_CONTAINER":      testenv.Name(b, "benchfp"),
+		"SYNC_STATUS_QUEUE":   testenv.Name(b, "benchfpq"),
+	}
+	for k, v := range simEnv {
+		env[k] = v
+		if strings.HasPrefix(k, "IDENTITY_") {
+			b.Setenv(k, v)
+		}
+	}
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		b.Fatal(err)
+	}
+	tuneMemory(os.Getenv)
+	a, err := newApp(cfg, slog.New(slog.DiscardHandler), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := a.prepare(ctx); err != nil {
+		b.Fatal(err)
+	}
+	mapping, _ := os.ReadFile("../examples/mapping.json")
+	if _, err := a.blobs.Put(ctx, syncer.MappingBlob, mapping, ""); err != nil {
+		b.Fatal(err)
+	}
+	a.engine.TempDir = b.TempDir()
+	graphOrigin := cfg.GraphEndpoint
+	u, _ := url.Parse(cfg.SiteURL)
+	spoOrigin := u.Scheme + "://" + u.Host
+
+	// endJobs processes a run's jobs in the simulator and records them
+	// with the poller (which merges their fingerprints); it returns the
+	// time the poller took.
+	endJobs := func(run *syncer.Run) time.Duration {
+		var took time.Duration
+		for _, id := range run.JobIDs {
+			for range 6 {
+				resp, err := http.Post(spoOrigin+"/_sim/jobs/"+id+"/advance", "application/json", nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					break // finished
+				}
+			}
+			start := time.Now()
+			out, err := a.poller.Poll(ctx, syncer.PollMessage{JobID: id, RunID: run.ID, Attempt: 1})
+			took += time.Since(start)
+			if err != nil || out.Recorded == nil || out.Recorded.State != "Succeeded" {
+				b.Fatalf("job %s: %v %+v", id, err, out.Recorded)
+			}
+		}
+		return took
+	}
+	sync := func(force bool) *syncer.Run {
+		run, err := a.engine.Sync(ctx, syncer.Options{Mode: syncer.ModeFull, Force: force, Trigger: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return run
+	}
+
+	// Members (not guests, not disabled), to change.
+	var members []string
+	for after := ""; len(members) < users; {
+		var page struct {
+			Users []directory.User `json:"users"`
+			Next  string           `json:"next"`
+		}
+		resp, err := http.Get(graphOrigin + "/_sim/users?limit=1000&after=" + url.QueryEscape(after))
+		if err != nil {
+			b.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, u := range page.Users {
+			if !u.Deleted && !isGuest(u) && !isDisabled(u) {
+				members = append(members, u.ID)
+			}
+		}
+		if page.Next == "" {
+			break
+		}
+		after = page.Next
+	}
+
+	first := sync(false)
+	firstMerge := endJobs(first)
+	round := 0
+	change := func() {
+		for i := range changes {
+			id := members[(round*changes+i*97)%len(members)]
+			body := fmt.Sprintf(`{"props":{"jobTitle":"title %d.%d"}}`, round, i)
+			req, _ := http.NewRequest(http.MethodPatch, graphOrigin+"/_sim/users/"+id, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("PATCH user %s: %s", id, resp.Status)
+			}
+		}
+		round++
+	}
+
+	var peak atomic.Uint64
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				metrics.Read(sample)
+				if v := sample[0].Value.Uint64(); v > peak.Load() {
+					peak.Store(v)
+				}
+			}
+		}
+	}()
+	runtime.GC()
+	var sent, unchanged int
+	var bytes int64
+	var syncTime, mergeTime, loadTime time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		change()
+		b.StartTimer()
+		start := time.Now()
+		run := sync(force)
+		syncTime += time.Since(start)
+		b.StopTimer()
+		sent += run.Sent
+		unchanged += run.Unchanged
+		for _, f := range run.Files {
+			bytes += f.Bytes
+		}
+		if !force && run.Sent != changes {
+			b.Errorf("sent %d, want the %d users changed", run.Sent, changes)
+		}
+		mergeTime += endJobs(run)
+		start = time.Now()
+		n, err := syncer.LoadFingerprints(ctx, a.engine.Blobs)
+		loadTime += time.Since(start)
+		if err != nil || n < len(members)*9/10 {
+			b.Fatalf("store: %d users, %v", n, err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	close(stop)
+	<-done
+	n := float64(b.N)
+	b.ReportMetric(float64(sent)/n, "sent/sync")
+	b.ReportMetric(float64(unchanged)/n, "unchanged/sync")
+	b.ReportMetric(syncTime.Seconds()/n, "s/sync")
+	b.ReportMetric(float64(bytes)/n/(1<<20), "file-MB/sync")
+	b.ReportMetric(float64(loadTime.Milliseconds())/n, "store-load-ms")
+	b.ReportMetric(float64(mergeTime.Milliseconds())/n, "merge-ms")
+	b.ReportMetric(float64(firstMerge.Milliseconds()), "first-merge-ms")
+	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MB")
+	if data, _, err := a.blobs.Get(ctx, syncer.FingerprintsManifest); err == nil {
+		var man struct{ Store string }
+		if json.Unmarshal(data, &man) == nil {
+			if blob, _, err := a.blobs.Get(ctx, man.Store); err == nil {
+				b.ReportMetric(float64(len(blob))/(1<<20), "store-MB")
+			}
+		}
+	}
+}
