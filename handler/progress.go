@@ -65,7 +65,11 @@ func progressText(p syncer.Progress) string {
 	default:
 		what = string(p.Phase)
 	}
-	return fmt.Sprintf("%s: %d users read, %d to send, %s elapsed", what, p.Read, p.Sent, p.Elapsed.Round(time.Second))
+	pages := ""
+	if p.Pages > 0 {
+		pages = fmt.Sprintf("%d pages, ", p.Pages)
+	}
+	return fmt.Sprintf("%s: %s%d users read, %d to send, %s elapsed", what, pages, p.Read, p.Sent, p.Elapsed.Round(time.Second))
 }
 
 // terminalLine is what redraws the progress line on a terminal.

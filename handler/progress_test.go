@@ -18,6 +18,8 @@ func TestProgressText(t *testing.T) {
 	}{
 		{syncer.Progress{Phase: syncer.PhaseReading, Read: 12544, Sent: 12000, Elapsed: 4200 * time.Millisecond},
 			"reading Graph: 12544 users read, 12000 to send, 4s elapsed"},
+		{syncer.Progress{Phase: syncer.PhaseReading, Pages: 126, Read: 12544, Sent: 12000, Elapsed: 4200 * time.Millisecond},
+			"reading Graph: 126 pages, 12544 users read, 12000 to send, 4s elapsed"},
 		{syncer.Progress{Phase: syncer.PhaseWriting, Read: 30, Sent: 27, Elapsed: 62 * time.Second},
 			"writing files: 30 users read, 27 to send, 1m2s elapsed"},
 		{syncer.Progress{Phase: syncer.PhaseUploading, Read: 30, Sent: 27, File: 2, Files: 3},

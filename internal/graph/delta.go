@@ -91,6 +91,7 @@ func (c *Client) deltaRound(ctx context.Context, sel profile.Selection, deltaLin
 			return "", err
 		}
 		pages++
+		c.pagesRead.Add(1)
 		for i := range p.users {
 			seq++
 			p.users[i].user.Seq = seq

@@ -228,6 +228,7 @@ func (c *Client) readRanges(ctx context.Context, sel profile.Selection, ranges [
 	lastLog := start
 	for d := range out {
 		pages++
+		c.pagesRead.Add(1)
 		for i := range d.p.users {
 			*seq++
 			d.p.users[i].user.Seq = *seq

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -84,7 +85,12 @@ type Client struct {
 	tempDir     string
 	prefetch    int
 	parallelism int
+	pagesRead   atomic.Int64 // pages of users handed over, for progress reports
 }
+
+// PagesRead is how many pages of users the client has handed over since it
+// was made (every kind of read): syncer.PageCounter, for progress.
+func (c *Client) PagesRead() int64 { return c.pagesRead.Load() }
 
 // bounded gives one Graph exchange its own deadline. kiota-http-go puts a
 // timeout on a context without a deadline and never cancels it, which keeps

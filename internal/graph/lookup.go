@@ -154,6 +154,7 @@ func (c *Client) List(ctx context.Context, sel profile.Selection, filter string,
 			}
 			return fmt.Errorf("listing users with filter %q: %w", filter, err)
 		}
+		c.pagesRead.Add(1)
 		if err := mgr.settle(ctx, p.users, fn); err != nil {
 			return err
 		}

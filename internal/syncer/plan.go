@@ -67,7 +67,7 @@ func (e *Engine) Plan(ctx context.Context, opts Options, limit int) (*Plan, erro
 		limit = DefaultPlanLimit
 	}
 	run := &Run{}
-	opts.progress = newReporter(opts.Progress)
+	opts.progress = newReporter(opts.Progress, e.Source)
 	m, _, _, link, err := e.prepare(ctx, run, opts)
 	if err != nil {
 		return nil, err

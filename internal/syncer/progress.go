@@ -22,6 +22,7 @@ type Progress struct {
 	RunID   string // "" in a dry run
 	Mode    Mode
 	Phase   Phase
+	Pages   int           // pages of users Graph answered so far (when the Source counts them, see PageCounter)
 	Read    int           // users read from Graph so far
 	Sent    int           // users written to the import files so far (to be sent)
 	Files   int           // import files of the run, known from PhaseUploading on
@@ -42,17 +43,30 @@ const (
 // are read, at most every progressEvery. A nil reporter reports nothing.
 // Its mutex keeps the callback from ever running on two goroutines at once.
 type reporter struct {
-	mu    sync.Mutex
-	fn    func(Progress)
-	start time.Time
-	last  time.Time
+	mu     sync.Mutex
+	fn     func(Progress)
+	start  time.Time
+	last   time.Time
+	pages  PageCounter // nil: pages are not counted
+	pages0 int64
 }
 
-func newReporter(fn func(Progress)) *reporter {
+// PageCounter is an optional interface of a Source (or UserLookup): how
+// many pages of users it has handed over since it was made. Progress
+// reports the pages of the run.
+type PageCounter interface {
+	PagesRead() int64
+}
+
+func newReporter(fn func(Progress), src any) *reporter {
 	if fn == nil {
 		return nil
 	}
-	return &reporter{fn: fn, start: time.Now()}
+	r := &reporter{fn: fn, start: time.Now()}
+	if pc, ok := src.(PageCounter); ok {
+		r.pages, r.pages0 = pc, pc.PagesRead()
+	}
+	return r
 }
 
 // phase reports that the run entered p (file and files: the import file
@@ -81,6 +95,10 @@ func (r *reporter) reading(run *Run) {
 
 func (r *reporter) report(p Phase, run *Run, file, files int, now time.Time) {
 	r.last = now
-	r.fn(Progress{RunID: run.ID, Mode: run.Mode, Phase: p, Read: run.Read, Sent: run.Sent,
+	pages := 0
+	if r.pages != nil {
+		pages = int(r.pages.PagesRead() - r.pages0)
+	}
+	r.fn(Progress{RunID: run.ID, Mode: run.Mode, Phase: p, Pages: pages, Read: run.Read, Sent: run.Sent,
 		Files: files, File: file, Elapsed: now.Sub(r.start)})
 }

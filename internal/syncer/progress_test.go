@@ -107,7 +107,7 @@ func TestProgressReportsPhasesInOrderWithGrowingCounts(t *testing.T) {
 
 // Without Progress, a run reports nothing and the reporter costs nothing.
 func TestProgressNilReporter(t *testing.T) {
-	r := newReporter(nil)
+	r := newReporter(nil, nil)
 	if r != nil {
 		t.Fatal("newReporter(nil) is not nil")
 	}
@@ -128,5 +128,39 @@ func TestProgressInPlan(t *testing.T) {
 	}
 	if len(phases) == 0 || phases[0] != PhaseReading {
 		t.Errorf("a dry run reported %v", phases)
+	}
+}
+
+// pagedSource is a slowSource that counts pages of 256 users, as
+// graph.Client does (PageCounter), starting from an earlier run's count.
+type pagedSource struct {
+	slowSource
+	pages *atomic.Int64
+}
+
+func (s pagedSource) PagesRead() int64 { return s.pages.Load() }
+
+func (s pagedSource) Delta(ctx context.Context, sel profile.Selection, link string, fn func(profile.User) error) (string, error) {
+	n := 0
+	return s.slowSource.Delta(ctx, sel, link, func(u profile.User) error {
+		if n%256 == 0 {
+			s.pages.Add(1)
+		}
+		n++
+		return fn(u)
+	})
+}
+
+func TestProgressCountsThePagesOfTheRun(t *testing.T) {
+	f := newFixture(t)
+	var pages atomic.Int64
+	pages.Store(40) // pages of earlier runs are not this run's
+	f.eng.Source = pagedSource{slowSource{n: 768, pause: progressEvery + 20*time.Millisecond}, &pages}
+	var last Progress
+	if _, err := f.eng.Sync(context.Background(), Options{Progress: func(p Progress) { last = p }}); err != nil {
+		t.Fatal(err)
+	}
+	if last.Pages != 3 {
+		t.Errorf("the last report says %d pages, want the run's 3", last.Pages)
 	}
 }

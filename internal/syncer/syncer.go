@@ -411,7 +411,7 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 }
 
 func (e *Engine) sync(ctx context.Context, log *slog.Logger, run *Run, opts Options, lease Lease) error {
-	opts.progress = newReporter(opts.Progress)
+	opts.progress = newReporter(opts.Progress, e.Source)
 	m, st, etag, link, err := e.prepare(ctx, run, opts)
 	if err != nil {
 		return err
