@@ -132,6 +132,12 @@ func TestHostJSON(t *testing.T) {
 			} `json:"queues"`
 		} `json:"extensions"`
 		Logging struct {
+			ApplicationInsights struct {
+				SamplingSettings struct {
+					IsEnabled     bool   `json:"isEnabled"`
+					ExcludedTypes string `json:"excludedTypes"`
+				} `json:"samplingSettings"`
+			} `json:"applicationInsights"`
 			LogLevel map[string]string `json:"logLevel"`
 		} `json:"logging"`
 	}
@@ -159,6 +165,8 @@ func TestHostJSON(t *testing.T) {
 		{"newBatchThreshold >= 0", q.NewBatchThreshold >= 0},
 		{"maxPollingInterval is a TimeSpan", timeSpan.MatchString(q.MaxPollingInterval)},
 		{"default log level set", host.Logging.LogLevel["default"] != ""},
+		// The metric events are traces: sampling must not drop them (README "Metrics").
+		{"traces never sampled", slices.Contains(strings.Split(host.Logging.ApplicationInsights.SamplingSettings.ExcludedTypes, ";"), "Trace")},
 	}
 	for _, c := range checks {
 		if !c.ok {
