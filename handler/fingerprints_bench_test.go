@@ -35,6 +35,7 @@ import (
 func BenchmarkSendOnlyChanged(b *testing.B) {
 	b.Run("users=100000/changed=1%", func(b *testing.B) { benchChanged(b, 100000, 1000, false) })
 	b.Run("users=100000/force", func(b *testing.B) { benchChanged(b, 100000, 0, true) })
+	b.Run("users=500000/changed=1%", func(b *testing.B) { benchChanged(b, 500000, 5000, false) })
 }
 
 func benchChanged(b *testing.B, users, changes int, force bool) {
@@ -154,6 +155,9 @@ func benchChanged(b *testing.B, users, changes int, force bool) {
 		round++
 	}
 
+	// Peak RSS from here on: the full syncs with the store loaded.
+	runtime.GC()
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 	var peak atomic.Uint64
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -215,6 +219,9 @@ func benchChanged(b *testing.B, users, changes int, force bool) {
 	b.ReportMetric(float64(mergeTime.Milliseconds())/n, "merge-ms")
 	b.ReportMetric(float64(firstMerge.Milliseconds()), "first-merge-ms")
 	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MB")
+	if rss, err := peakRSS(); err == nil {
+		b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MB")
+	}
 	if data, _, err := a.blobs.Get(ctx, syncer.FingerprintsManifest); err == nil {
 		var man struct{ Store string }
 		if json.Unmarshal(data, &man) == nil {
