@@ -244,17 +244,13 @@ func (d *decoder) page(p *page) error {
 			if err != nil {
 				return err
 			}
-			d.skipSpace()
-			if d.pos < len(d.buf) && d.buf[d.pos] == ',' {
-				d.pos++
-				d.skipSpace()
-				continue
+			more, err := d.separator('}', "after object key:value pair")
+			if err != nil {
+				return err
 			}
-			if d.pos < len(d.buf) && d.buf[d.pos] == '}' {
-				d.pos++
+			if !more {
 				break
 			}
-			return d.unexpected(d.pos, "after object key:value pair")
 		}
 	}
 	d.skipSpace()
@@ -464,17 +460,13 @@ func (d *decoder) object(depth int) error {
 				return err
 			}
 			n++
-			d.skipSpace()
-			if d.pos < len(d.buf) && d.buf[d.pos] == ',' {
-				d.pos++
-				d.skipSpace()
-				continue
+			more, err := d.separator('}', "after object key:value pair")
+			if err != nil {
+				return err
 			}
-			if d.pos < len(d.buf) && d.buf[d.pos] == '}' {
-				d.pos++
+			if !more {
 				break
 			}
-			return d.unexpected(d.pos, "after object key:value pair")
 		}
 	}
 	d.tape[at].n, d.tape[at].x = n, uint64(len(d.tape))
@@ -498,21 +490,33 @@ func (d *decoder) array(depth int) error {
 				return err
 			}
 			n++
-			d.skipSpace()
-			if d.pos < len(d.buf) && d.buf[d.pos] == ',' {
-				d.pos++
-				d.skipSpace()
-				continue
+			more, err := d.separator(']', "after array element")
+			if err != nil {
+				return err
 			}
-			if d.pos < len(d.buf) && d.buf[d.pos] == ']' {
-				d.pos++
+			if !more {
 				break
 			}
-			return d.unexpected(d.pos, "after array element")
 		}
 	}
 	d.tape[at].n, d.tape[at].x = n, uint64(len(d.tape))
 	return nil
+}
+
+// separator moves past what follows a member or an element: a ',' (more
+// is true, spaces after it skipped too) or the container's closer.
+func (d *decoder) separator(closer byte, context string) (more bool, err error) {
+	d.skipSpace()
+	if d.pos < len(d.buf) && d.buf[d.pos] == ',' {
+		d.pos++
+		d.skipSpace()
+		return true, nil
+	}
+	if d.pos < len(d.buf) && d.buf[d.pos] == closer {
+		d.pos++
+		return false, nil
+	}
+	return false, d.unexpected(d.pos, context)
 }
 
 // intern returns k as a string, shared with earlier keys of the same text.
