@@ -141,20 +141,26 @@ func (w *Writer) finishNotes(before []File, paths []string) error {
 	return nil
 }
 
-// ReadNotes reads a notes file (File.Notes) whole: one note per row of its
-// import file, in row order.
-func ReadNotes(path string) ([]Note, error) {
-	data, err := os.ReadFile(path)
+// EachNote streams a notes file (File.Notes) to fn: one note per row of
+// its import file, in row order, never holding the file.
+func EachNote(path string, fn func(Note)) error {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if len(data)%NoteSize != 0 {
-		return nil, fmt.Errorf("notes file %s: %d bytes is not a whole number of notes", path, len(data))
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 64<<10)
+	var b [NoteSize]byte
+	for i := 0; ; i++ {
+		n, err := io.ReadFull(br, b[:])
+		switch {
+		case err == io.EOF:
+			return nil
+		case err == io.ErrUnexpectedEOF:
+			return fmt.Errorf("notes file %s: %d bytes after note %d is not a whole note", path, n, i)
+		case err != nil:
+			return fmt.Errorf("reading notes file %s: %w", path, err)
+		}
+		fn(Note{binary.LittleEndian.Uint64(b[:]), binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:]), binary.LittleEndian.Uint64(b[24:])})
 	}
-	out := make([]Note, len(data)/NoteSize)
-	for i := range out {
-		b := data[i*NoteSize:]
-		out[i] = Note{binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:]), binary.LittleEndian.Uint64(b[24:])}
-	}
-	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -63,8 +64,8 @@ func TestNotesFollowTheRowsTheyBelongTo(t *testing.T) {
 				}
 				continue
 			}
-			notes, err := ReadNotes(f.Notes)
-			if err != nil {
+			var notes []Note
+			if err := EachNote(f.Notes, func(n Note) { notes = append(notes, n) }); err != nil {
 				t.Fatal(err)
 			}
 			if len(notes) != len(rows) {
@@ -116,5 +117,17 @@ func TestNoNotesNoNotesFiles(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(dir, "*.notes")); len(m) != 0 {
 		t.Errorf("notes files without notes: %v", m)
+	}
+}
+
+func TestEachNoteRefusesAPartialNote(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.notes")
+	if err := os.WriteFile(path, make([]byte, NoteSize+8), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err := EachNote(path, func(Note) { n++ })
+	if err == nil || !strings.Contains(err.Error(), "not a whole note") || n != 1 {
+		t.Errorf("EachNote: %d notes, %v; want 1 and an error about the partial note", n, err)
 	}
 }

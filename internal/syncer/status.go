@@ -135,6 +135,9 @@ type Poller struct {
 	MaxAge  time.Duration
 	Now     func() time.Time
 	Log     *slog.Logger
+	// TempDir holds a new fingerprint store while a merge writes it ("" =
+	// os.TempDir()).
+	TempDir string
 	// Metrics receives each finished job's metric event (metrics.go),
 	// whatever its level; nil writes none.
 	Metrics *slog.Logger

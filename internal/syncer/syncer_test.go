@@ -169,6 +169,33 @@ func (b *memBlobs) Create(_ context.Context, name string, data []byte) (string, 
 	return b.put(name, data), nil
 }
 
+// Open and CreateFrom stream blobs (BlobStreams), as azstorage.Blobs does.
+func (b *memBlobs) Open(_ context.Context, name string) (io.ReadCloser, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d, ok := b.data[name]
+	if !ok {
+		return nil, fmt.Errorf("blob %s: %w", name, fs.ErrNotExist)
+	}
+	return io.NopCloser(bytes.NewReader(d)), nil // blobs are replaced, never changed in place
+}
+
+func (b *memBlobs) CreateFrom(_ context.Context, name string, r io.ReaderAt, size int64) (string, error) {
+	data := make([]byte, size) // the stored copy: no other
+	if _, err := r.ReadAt(data, 0); err != nil && err != io.EOF {
+		return "", err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.data[name]; ok {
+		return "", fmt.Errorf("blob %s: %w", name, profile.ErrStale)
+	}
+	b.ops.add("put " + name)
+	b.n++
+	b.data[name], b.etags[name] = data, strconv.Itoa(b.n)
+	return b.etags[name], nil
+}
+
 type sched struct {
 	msgs   [][]byte
 	delays []time.Duration
