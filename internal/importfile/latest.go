@@ -22,7 +22,11 @@ import (
 // the newest sighting decides.
 //
 // Memory: one 16-byte map slot per user (an 8-byte hash of its key and an
-// 8-byte slot), about 10 to 19 MB for 500,000 users, never the records.
+// 8-byte slot), about 14 to 19 MB for 500,000 users in a Go map, never the
+// records; a caller that numbers the users it expects (Dense: the engine
+// numbers the users of its fingerprint store) has their sightings kept in
+// an array of 8 bytes per number instead (4 MB for 500,000), and only the
+// others in the map.
 // Keys are hashed with a seed chosen per Latest; two different users share a
 // hash with a probability of about n²/2⁶⁵ per run (7·10⁻⁹ at 500,000 users),
 // and the seed changes every run, so such a collision cannot repeat.
@@ -31,6 +35,7 @@ import (
 type Latest struct {
 	seed    maphash.Seed
 	seen    map[uint64]slot
+	dense   []slot // sightings of users numbered 1..len(dense) (slot.seq 0: none yet)
 	last    uint32
 	rows    int // users whose newest sighting is a row
 	repeats int
@@ -51,6 +56,14 @@ func NewLatest() *Latest {
 	return &Latest{seed: maphash.MakeSeed(), seen: make(map[uint64]slot), dropped: map[uint8]int{}}
 }
 
+// Dense has the sightings of users numbered 1..n (the number passed as
+// Row's and Drop's at) kept in an array of 8 bytes per user. Call it before
+// the first sighting; a user must be given the same number, or none, at
+// every sighting.
+func (l *Latest) Dense(n int) {
+	l.dense = make([]slot, n)
+}
+
 // outcome of a sighting.
 type sighting struct {
 	newest   bool   // this sighting is the newest so far: keep it
@@ -60,10 +73,19 @@ type sighting struct {
 
 // see records a sighting of key with sequence seq (0: newer than every
 // sighting so far; higher is newer) that is row (or dropFlag|tag).
-func (l *Latest) see(key string, seq uint64, row uint32) sighting {
+func (l *Latest) see(key string, at int, seq uint64, row uint32) sighting {
 	s := l.seq(seq)
-	h := maphash.String(l.seed, key)
-	old, ok := l.seen[h]
+	var h uint64
+	var old slot
+	var ok bool
+	if at > 0 && at <= len(l.dense) {
+		old = l.dense[at-1]
+		ok = old.seq != 0 // l.seq never returns 0
+	} else {
+		at = 0
+		h = maphash.String(l.seed, key)
+		old, ok = l.seen[h]
+	}
 	var out sighting
 	if ok {
 		l.repeats++
@@ -78,7 +100,11 @@ func (l *Latest) see(key string, seq uint64, row uint32) sighting {
 		}
 	}
 	out.newest = true
-	l.seen[h] = slot{seq: s, row: row}
+	if at > 0 {
+		l.dense[at-1] = slot{seq: s, row: row}
+	} else {
+		l.seen[h] = slot{seq: s, row: row}
+	}
 	if row&dropFlag != 0 {
 		l.dropped[uint8(row)]++
 	} else {
@@ -106,7 +132,12 @@ func (l *Latest) seq(seq uint64) uint32 {
 // Row records a sighting that would be sent. It reports whether it is the
 // user's newest sighting so far, and, if it replaces an earlier row, which.
 func (l *Latest) Row(key string, seq uint64, row uint32) (newest bool, replaced bool, oldRow uint32) {
-	s := l.see(key, seq, row&^dropFlag)
+	return l.RowAt(key, 0, seq, row)
+}
+
+// RowAt is Row for a user numbered at (Dense; 0: not numbered).
+func (l *Latest) RowAt(key string, at int, seq uint64, row uint32) (newest bool, replaced bool, oldRow uint32) {
+	s := l.see(key, at, seq, row&^dropFlag)
 	return s.newest, s.replaced, s.oldRow
 }
 
@@ -114,7 +145,12 @@ func (l *Latest) Row(key string, seq uint64, row uint32) (newest bool, replaced 
 // reason). It reports whether it is the newest sighting so far and, if it
 // replaces an earlier row, which.
 func (l *Latest) Drop(key string, seq uint64, tag uint8) (newest bool, replaced bool, oldRow uint32) {
-	s := l.see(key, seq, dropFlag|uint32(tag))
+	return l.DropAt(key, 0, seq, tag)
+}
+
+// DropAt is Drop for a user numbered at (Dense; 0: not numbered).
+func (l *Latest) DropAt(key string, at int, seq uint64, tag uint8) (newest bool, replaced bool, oldRow uint32) {
+	s := l.see(key, at, seq, dropFlag|uint32(tag))
 	return s.newest, s.replaced, s.oldRow
 }
 
@@ -148,6 +184,8 @@ type Appearance struct {
 	Values []KV
 	// Note goes with the row, if it is written, into File.Notes.
 	Note Note
+	// At numbers the user (1..n of Writer.Dense), or is 0.
+	At int
 }
 
 // Put adds a user's row unless a newer sighting of the same user was
@@ -161,7 +199,7 @@ func (w *Writer) Put(a Appearance) error {
 	if key == "" {
 		key = a.ID
 	}
-	newest, replaced, old := w.latest.Row(key, a.Seq, w.rows)
+	newest, replaced, old := w.latest.RowAt(key, a.At, a.Seq, w.rows)
 	if !newest {
 		return nil
 	}
@@ -180,11 +218,19 @@ func (w *Writer) Put(a Appearance) error {
 
 // Drop records a sighting of a user that is not sent (tag says why), so
 // that a row written for an older sighting of the same user is removed.
-func (w *Writer) Drop(key string, seq uint64, tag uint8) {
-	if _, replaced, old := w.latest.Drop(key, seq, tag); replaced {
+func (w *Writer) Drop(key string, seq uint64, tag uint8) { w.DropAt(key, 0, seq, tag) }
+
+// DropAt is Drop for a user numbered at (Dense; 0: not numbered).
+func (w *Writer) DropAt(key string, at int, seq uint64, tag uint8) {
+	if _, replaced, old := w.latest.DropAt(key, at, seq, tag); replaced {
 		w.superseded.add(old)
 	}
 }
+
+// Dense has the Writer keep the newest sightings of users numbered 1..n
+// (Appearance.At, DropAt) in 8 bytes each rather than in its hash table
+// (Latest.Dense). Call it before the first Put or Drop.
+func (w *Writer) Dense(n int) { w.latest.Dense(n) }
 
 // Stats counts the users of the run by their newest sighting (Put and Drop
 // only; rows added with Write are not counted).

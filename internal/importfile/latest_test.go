@@ -3,6 +3,7 @@ package importfile
 import (
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -249,5 +250,54 @@ func TestCompactKeepsRecordsLongerThanItsBuffer(t *testing.T) {
 	got := rowsOf(t, files)
 	if len(got) != 3 || got["a"]["V"] != long || got["c"]["V"] != long+"c" || got["b"]["V"] != "new" {
 		t.Errorf("rows after compaction: %d users, b = %q", len(got), got["b"]["V"])
+	}
+}
+
+// TestDenseMatchesTheMap: sightings kept in the dense array (users
+// numbered by the caller) give the same answers, row by row, as the hash
+// table, whatever the mix of numbered and unnumbered users, sequence
+// numbers and drops.
+func TestDenseMatchesTheMap(t *testing.T) {
+	for seed := range 300 {
+		rng := rand.New(rand.NewPCG(uint64(seed), 11))
+		users := 1 + rng.IntN(40)
+		numbered := rng.IntN(users + 1) // users 0..numbered-1 have numbers
+		at := make([]int, users)
+		for i, p := range rng.Perm(max(numbered, 1))[:numbered] {
+			at[i] = p + 1
+		}
+		plain, dense := NewLatest(), NewLatest()
+		dense.Dense(numbered)
+		unnumbered := map[int]bool{}
+		for n := range 1 + rng.IntN(120) {
+			u := rng.IntN(users)
+			if at[u] == 0 {
+				unnumbered[u] = true
+			}
+			key := "user-" + strconv.Itoa(u)
+			seq := uint64(0)
+			if rng.IntN(3) > 0 {
+				seq = uint64(1 + rng.IntN(60))
+			}
+			var a, b [3]any
+			if rng.IntN(4) == 0 {
+				tag := uint8(rng.IntN(3))
+				a[0], a[1], a[2] = plain.Drop(key, seq, tag)
+				b[0], b[1], b[2] = dense.DropAt(key, at[u], seq, tag)
+			} else {
+				row := uint32(n)
+				a[0], a[1], a[2] = plain.Row(key, seq, row)
+				b[0], b[1], b[2] = dense.RowAt(key, at[u], seq, row)
+			}
+			if a != b {
+				t.Fatalf("seed %d sighting %d (%s, number %d, seq %d): map %v, dense %v", seed, n, key, at[u], seq, a, b)
+			}
+		}
+		if a, b := plain.Stats(), dense.Stats(); fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Fatalf("seed %d: stats map %+v, dense %+v", seed, a, b)
+		}
+		if len(dense.seen) != len(unnumbered) {
+			t.Fatalf("seed %d: %d users in the map, want the %d unnumbered ones seen", seed, len(dense.seen), len(unnumbered))
+		}
 	}
 }

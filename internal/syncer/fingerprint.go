@@ -154,11 +154,13 @@ func (f *fpRun) values(rec mapping.Record) (own, mgr uint64) {
 	return own, mgr
 }
 
-// row returns the fingerprint of a user's row, and whether the user is
-// unchanged (its row need not be sent).
-func (f *fpRun) row(u profile.User, rec mapping.Record) (importfile.Note, bool) {
+// row returns the fingerprint of a user's row, whether the user is
+// unchanged (its row need not be sent), and its number in the store (1..n,
+// or 0: importfile.Appearance.At), by which the run's writer keeps its
+// newest sighting compactly (users without an object id get none).
+func (f *fpRun) row(u profile.User, rec mapping.Record) (importfile.Note, bool, int) {
 	if f == nil {
-		return importfile.Note{}, false
+		return importfile.Note{}, false, 0
 	}
 	id := u.ID
 	if id == "" {
@@ -170,17 +172,21 @@ func (f *fpRun) row(u profile.User, rec mapping.Record) (importfile.Note, bool) 
 		idn = fpKey(rec.ID)
 	}
 	v, mgr := f.values(rec)
+	at := 0
 	if f.store != nil {
 		if i, ok := f.store.find(k); ok {
 			f.kept.set(i)
+			if u.ID != "" {
+				at = i + 1
+			}
 			// A record without the manager's properties leaves SharePoint's
 			// as they are: its own part decides.
 			if f.skip && f.store.val(i) == v && (mgr == mgrUnknown || f.store.mgr(i) == mgr) && !f.isPending(k) {
-				return importfile.Note{}, true
+				return importfile.Note{}, true, at
 			}
 		}
 	}
-	return importfile.Note{k, v, mgr, idn}, false
+	return importfile.Note{k, v, mgr, idn}, false, at
 }
 
 func (f *fpRun) isPending(k uint64) bool {
@@ -188,14 +194,25 @@ func (f *fpRun) isPending(k uint64) bool {
 	return ok
 }
 
-// drop notes a user that is not sent (deleted, disabled, guest, no id).
-func (f *fpRun) drop(u profile.User) {
+// drop notes a user that is not sent (deleted, disabled, guest, no id)
+// and returns its number in the store (as row does).
+func (f *fpRun) drop(u profile.User) int {
 	if f == nil || f.store == nil || u.ID == "" {
-		return
+		return 0
 	}
 	if i, ok := f.store.find(fpKey(u.ID)); ok {
 		f.gone.set(i)
+		return i + 1
 	}
+	return 0
+}
+
+// users is how many users the store numbers (importfile.Writer.Dense).
+func (f *fpRun) users() int {
+	if f == nil || f.store == nil {
+		return 0
+	}
+	return f.store.n
 }
 
 // removals are the stored users to forget after a read: those seen

@@ -128,7 +128,7 @@ func (e *Engine) Plan(ctx context.Context, opts Options, limit int) (*Plan, erro
 			if key == "" {
 				key = rec.ID
 			}
-			if _, unchanged := fp.row(u, rec); unchanged {
+			if _, unchanged, _ := fp.row(u, rec); unchanged {
 				skip(profile.User{ID: key, Seq: u.Seq, Props: u.Props}, skipUnchanged)
 				return errUnchanged
 			}

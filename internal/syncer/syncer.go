@@ -822,36 +822,39 @@ func (e *Engine) read(ctx context.Context, log *slog.Logger, m *mapping.Mapping,
 	anonymous := 0
 	fp := opts.fingerprints
 	fp.reset()
+	// The users of the fingerprint store are numbered by it: the writer
+	// keeps their newest sightings in 8 bytes each, not in its hash table.
+	w.Dense(fp.users())
 	s := sink{
 		record: func(u profile.User, rec mapping.Record) error {
 			// An unchanged user is dropped like a skipped one: of its
 			// sightings, the newest decides (importfile.Latest).
-			note, unchanged := fp.row(u, rec)
+			note, unchanged, at := fp.row(u, rec)
 			if unchanged {
 				key := u.ID
 				if key == "" {
 					key = rec.ID
 				}
-				w.Drop(key, u.Seq, skipTag(skipUnchanged))
+				w.DropAt(key, at, u.Seq, skipTag(skipUnchanged))
 				return errUnchanged
 			}
 			kvs = kvs[:0]
 			for _, kv := range rec.Values {
 				kvs = append(kvs, importfile.KV{Name: kv.Name, Value: kv.Value})
 			}
-			if err := w.Put(importfile.Appearance{Key: u.ID, Seq: u.Seq, ID: rec.ID, Values: kvs, Note: note}); err != nil {
+			if err := w.Put(importfile.Appearance{Key: u.ID, Seq: u.Seq, ID: rec.ID, Values: kvs, Note: note, At: at}); err != nil {
 				return fmt.Errorf("writing the import file: %w", err)
 			}
 			return nil
 		},
 		skip: func(u profile.User, reason mapping.SkipReason) {
-			fp.drop(u)
+			at := fp.drop(u)
 			key := u.ID
 			if key == "" { // cannot be told apart: counted each time
 				anonymous++
 				key = "\x00" + strconv.Itoa(anonymous)
 			}
-			w.Drop(key, u.Seq, skipTag(reason))
+			w.DropAt(key, at, u.Seq, skipTag(reason))
 		},
 	}
 	next, err := e.collect(ctx, m, run, opts, link, s)
