@@ -3,6 +3,7 @@ SHELL := /bin/bash
 GO    ?= go
 BUILD := .build
 APP   := $(BUILD)/app
+FUZZTIME ?= 60s
 
 #? help: list the targets
 help:
@@ -24,6 +25,10 @@ reliability:
 	scripts/mariadb.sh install
 	set -o pipefail; PROFILESYNC_RELIABILITY=full $(GO) test -count=1 -timeout 30m -run 'TestKillMatrix|TestFaultStorms|TestAzuriteStoppedMidRun' -v ./handler | grep -E '^(kill matrix|point|[a-z-]+#[0-9]|---|ok|FAIL)|faults injected|storage outage'
 	set -o pipefail; PROFILESYNC_RETENTION_SQL=1 PROFILESYNC_RETENTION_RECORDS=150000 $(GO) test -count=1 -timeout 60m -run 'TestRetentionAndListingsAtScale' -v ./handler | grep -E 'generated|listing|pruned|---|^ok|^FAIL'
+
+#? fuzz: every fuzz target in turn for FUZZTIME each (default 60s); the executions go to .build/fuzz-report.md
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 #? bench: the benchmarks (pipeline, simulator, import file, mapping)
 bench:
@@ -56,4 +61,4 @@ start: stage
 sim:
 	$(GO) run ./cmd/m365sim --port 8370 --users 2000 --identity-header local-dev-identity-header
 
-.PHONY: help demo test reliability bench build stage package start sim
+.PHONY: help demo test reliability fuzz bench build stage package start sim

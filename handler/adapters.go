@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/profilesync/profilesync/internal/azstorage"
@@ -64,12 +64,23 @@ func (s store) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
+// blobLimit is the most bytes a blob of the state container may hold to be
+// read whole (azstorage.Blobs.SetLimits): the engine's own limits, and twice
+// the largest request body for a run request (requests/, whose body may hold
+// a mapping).
+func blobLimit(name string) int64 {
+	if strings.HasPrefix(name, requestsPrefix) {
+		return 2 * maxBody
+	}
+	return syncer.BlobLimit(name)
+}
+
 // spoLogs reads a job's log folder through SharePoint REST, streaming each file.
 type spoLogs struct{ c *spo.Client }
 
-// maxLogLine bounds one log line; SharePoint's are short.
-const maxLogLine = 1 << 20
-
+// LogLines hands over the lines of each file of the folder as
+// syncer.ScanLogLines reads them (a line longer than syncer.MaxLogLine is
+// cut, not an error).
 func (l spoLogs) LogLines(ctx context.Context, folderURI string, fn func(string) error) error {
 	files, err := l.c.ListFolder(ctx, folderURI)
 	if err != nil {
@@ -78,16 +89,16 @@ func (l spoLogs) LogLines(ctx context.Context, folderURI string, fn func(string)
 	for _, f := range files {
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(l.c.Download(ctx, f.ServerRelativeURL, pw)) }()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), maxLogLine)
-		for sc.Scan() {
-			if err := fn(sc.Text()); err != nil {
-				pr.CloseWithError(err)
-				return err
-			}
+		var fnErr error
+		err := syncer.ScanLogLines(pr, func(line string) error {
+			fnErr = fn(line)
+			return fnErr
+		})
+		pr.CloseWithError(err) // ends the download if the scan stopped early
+		if fnErr != nil {
+			return fnErr
 		}
-		if err := sc.Err(); err != nil {
-			pr.CloseWithError(err)
+		if err != nil {
 			return fmt.Errorf("reading log file %s: %w", f.Name, err)
 		}
 	}

@@ -8,12 +8,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/profilesync/profilesync/internal/apiparse"
 	"github.com/profilesync/profilesync/internal/azfunc"
 	"github.com/profilesync/profilesync/internal/graph"
 	"github.com/profilesync/profilesync/internal/mapping"
@@ -22,7 +23,7 @@ import (
 )
 
 // maxBody bounds request bodies of the administration API.
-const maxBody = 1 << 20
+const maxBody = apiparse.MaxBody
 
 // syncWait is how long POST /api/sync waits for the run it asked for to end
 // before it answers 202 with the run (or the request) still going. The HTTP
@@ -37,17 +38,30 @@ var ticketPoll = 250 * time.Millisecond
 // already checked the function key.
 func (a *app) apiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/sync", a.apiSync)
-	mux.HandleFunc("GET /api/sync/{id}", a.apiSyncRequest)
-	mux.HandleFunc("GET /api/runs", a.apiRuns)
-	mux.HandleFunc("GET /api/runs/{id}", a.apiRun)
-	mux.HandleFunc("GET /api/jobs", a.apiJobs)
-	mux.HandleFunc("GET /api/jobs/{id}", a.apiJob)
-	mux.HandleFunc("GET /api/mapping", a.apiGetMapping)
+	mux.HandleFunc("GET /api/sync/{id}", a.gated(a.apiSyncRequest))
+	mux.HandleFunc("GET /api/runs", a.gated(a.apiRuns))
+	mux.HandleFunc("GET /api/runs/{id}", a.gated(a.apiRun))
+	mux.HandleFunc("GET /api/jobs", a.gated(a.apiJobs))
+	mux.HandleFunc("GET /api/jobs/{id}", a.gated(a.apiJob))
+	mux.HandleFunc("GET /api/mapping", a.gated(a.apiGetMapping))
 	mux.HandleFunc("PUT /api/mapping", a.apiPutMapping)
-	mux.HandleFunc("GET /api/health", a.apiHealth)
+	mux.HandleFunc("GET /api/health", a.gated(a.apiHealth))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		problem(w, r, http.StatusNotFound, "not-found", "No such resource", fmt.Sprintf("%s %s is not part of the API; see README, \"HTTP API\"", r.Method, r.URL.Path), nil)
+		problem(w, r, http.StatusNotFound, "not-found", "No such resource", fmt.Sprintf("%s %s is not part of the API; see README, \"HTTP API\"", r.Method, shorten(r.URL.Path)), nil)
 	})
+}
+
+// gated serves h once one of the maxReads slots is free; a caller that
+// goes away while it waits is not served at all.
+func (a *app) gated(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case a.reads <- struct{}{}:
+			defer func() { <-a.reads }()
+			h(w, r)
+		case <-r.Context().Done():
+		}
+	}
 }
 
 // Problem is an RFC 9457 problem document.
@@ -69,7 +83,7 @@ func problem(w http.ResponseWriter, r *http.Request, status int, name, title, de
 
 // writeProblem answers p, its instance being this request's path.
 func writeProblem(w http.ResponseWriter, r *http.Request, p Problem) {
-	p.Instance = r.URL.Path
+	p.Instance = shorten(r.URL.Path)
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(p.Status)
 	json.NewEncoder(w).Encode(p)
@@ -93,100 +107,52 @@ func (a *app) internalError(w http.ResponseWriter, r *http.Request, err error) {
 		"see the function's logs for invocation "+id, nil)
 }
 
-// readBody reads a size-limited JSON body into v, rejecting unknown fields.
-// It answers the problem itself and returns false when the body is not acceptable.
-func readBody(w http.ResponseWriter, r *http.Request, v any, raw *[]byte) bool {
+// readBody reads a request body of at most maxBody bytes. It answers the
+// problem itself and returns false when the body is too large or does not
+// arrive within HTTP_READ_TIMEOUT (the server's read deadline).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return data, true
+	case errors.As(err, &tooBig):
+		w.Header().Set("Connection", "close") // the rest of the body is not read
 		problem(w, r, http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large",
 			fmt.Sprintf("the body may be at most %d bytes", maxBody), nil)
-		return false
-	}
-	if err != nil {
-		problem(w, r, http.StatusBadRequest, "bad-body", "Unreadable request body", err.Error(), nil)
-		return false
-	}
-	if raw != nil {
-		*raw = data
-	}
-	if v == nil {
-		return true
-	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		data = []byte("{}")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		problem(w, r, http.StatusBadRequest, "bad-json", "The body is not the expected JSON", err.Error(), nil)
-		return false
-	}
-	if dec.More() {
-		problem(w, r, http.StatusBadRequest, "bad-json", "The body is not the expected JSON", "extra data after the JSON object", nil)
-		return false
-	}
-	return true
-}
-
-// SyncRequest is the body of POST /api/sync; every field is optional.
-type SyncRequest struct {
-	Mode         string          `json:"mode"` // "delta" (default) or "full"
-	WhatIf       bool            `json:"whatIf"`
-	DryRun       bool            `json:"dryRun"`
-	Users        []string        `json:"users"`
-	Filter       string          `json:"filter"`
-	Mapping      json.RawMessage `json:"mapping"`
-	AllowOverlap bool            `json:"allowOverlap"`
-	Limit        int             `json:"limit"` // dry run: users listed in the plan
-	// Force sends every user read, also those whose values SharePoint
-	// already has (the fingerprint store is not used to skip anyone).
-	Force bool `json:"force"`
-}
-
-// maxUsers bounds the users of one targeted run (PnP's -Users is for a handful).
-const maxUsers = 1000
-
-func (req SyncRequest) options() (syncer.Options, []string) {
-	var problems []string
-	opts := syncer.Options{WhatIf: req.WhatIf, AllowOverlap: req.AllowOverlap, Filter: strings.TrimSpace(req.Filter), Force: req.Force}
-	switch strings.ToLower(req.Mode) {
-	case "", "delta":
-	case "full":
-		opts.Mode = syncer.ModeFull
+	case errors.As(err, &netErr) && netErr.Timeout():
+		w.Header().Set("Connection", "close")
+		problem(w, r, http.StatusRequestTimeout, "request-timeout", "The request body did not arrive in time",
+			"the whole request must arrive within HTTP_READ_TIMEOUT; the connection is closed", nil)
 	default:
-		problems = append(problems, fmt.Sprintf("mode: %q is not delta or full", req.Mode))
+		problem(w, r, http.StatusBadRequest, "bad-body", "Unreadable request body", "the body could not be read to its end", nil)
 	}
-	if req.WhatIf && req.DryRun {
-		problems = append(problems, "whatIf and dryRun: choose one (what-if uploads the file, dry run changes nothing)")
+	return nil, false
+}
+
+// requestProblem answers a request apiparse refused, listing every problem.
+func requestProblem(w http.ResponseWriter, r *http.Request, err error) {
+	var pe *apiparse.Error
+	if !errors.As(err, &pe) {
+		problem(w, r, http.StatusBadRequest, "invalid-request", "The request is not valid", firstLine(err.Error()), nil)
+		return
 	}
-	if len(req.Users) > 0 && opts.Filter != "" {
-		problems = append(problems, "users and filter: choose one")
+	if pe.Syntax {
+		problem(w, r, http.StatusBadRequest, "bad-json", "The body is not the expected JSON", pe.Problems[0], pe.Problems)
+		return
 	}
-	if len(req.Users) > maxUsers {
-		problems = append(problems, fmt.Sprintf("users: at most %d per run, got %d", maxUsers, len(req.Users)))
+	problem(w, r, http.StatusBadRequest, "invalid-request", "The request is not valid", "", pe.Problems)
+}
+
+// syncOptions are the engine's options for a checked sync request.
+func syncOptions(req apiparse.Sync) syncer.Options {
+	opts := syncer.Options{WhatIf: req.WhatIf, AllowOverlap: req.AllowOverlap, Filter: req.Filter, Force: req.Force,
+		Users: req.Users, Mapping: req.ParsedMapping()}
+	if req.Mode == apiparse.ModeFull {
+		opts.Mode = syncer.ModeFull
 	}
-	for i, u := range req.Users {
-		if strings.TrimSpace(u) == "" {
-			problems = append(problems, fmt.Sprintf("users[%d]: empty", i))
-		} else {
-			opts.Users = append(opts.Users, strings.TrimSpace(u))
-		}
-	}
-	if req.Limit < 0 {
-		problems = append(problems, "limit: must not be negative")
-	}
-	if len(req.Mapping) > 0 && string(req.Mapping) != "null" {
-		m, err := mapping.Parse(req.Mapping)
-		if err != nil {
-			for _, p := range mapping.Problems(err) {
-				problems = append(problems, "mapping: "+p.Error())
-			}
-		} else {
-			opts.Mapping = m
-		}
-	}
-	return opts, problems
+	return opts
 }
 
 // apiSync is POST /api/sync. A dry run reads only and is answered by this
@@ -199,16 +165,16 @@ func (req SyncRequest) options() (syncer.Options, []string) {
 // cannot. This invocation waits up to syncWait for the run to end and
 // answers with its record, else 202 with the ids to follow it.
 func (a *app) apiSync(w http.ResponseWriter, r *http.Request) {
-	var req SyncRequest
-	var raw []byte
-	if !readBody(w, r, &req, &raw) {
+	raw, ok := readBody(w, r)
+	if !ok {
 		return
 	}
-	opts, problems := req.options()
-	if len(problems) > 0 {
-		problem(w, r, http.StatusBadRequest, "invalid-request", "The sync request is not valid", "", problems)
+	req, err := apiparse.ParseSync(raw)
+	if err != nil {
+		requestProblem(w, r, err)
 		return
 	}
+	opts := syncOptions(req)
 	opts.Trigger = "http"
 	if req.DryRun {
 		plan, err := a.engine.Plan(r.Context(), opts, req.Limit)
@@ -219,7 +185,12 @@ func (a *app) apiSync(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, plan)
 		return
 	}
-	t, err := a.queueSync(r.Context(), raw)
+	t, err := a.queueSync(r.Context(), req.Encode())
+	var busy *requestBusy
+	if errors.As(err, &busy) {
+		problem(w, r, http.StatusConflict, "sync-running", "A sync is already requested", busy.detail(), nil)
+		return
+	}
 	if err != nil {
 		a.internalError(w, r, err)
 		return
@@ -257,7 +228,10 @@ type runMessage struct {
 	RequestID string `json:"requestId"`
 }
 
-// queueSync records a run request and queues it for the SyncRun function.
+// queueSync records a run request, makes it the active one and queues it
+// for the SyncRun function. While another request is queued or running it
+// records nothing and returns a *requestBusy: one run at a time, however
+// many callers ask at once.
 func (a *app) queueSync(ctx context.Context, body []byte) (syncTicket, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
@@ -269,19 +243,156 @@ func (a *app) queueSync(ctx context.Context, body []byte) (syncTicket, error) {
 	if err != nil {
 		return t, err
 	}
+	// The record first: an active-request blob always names a request
+	// that exists, so a missing one means it is gone for good.
 	if _, err := a.blobs.Create(ctx, ticketBlob(t.ID), data); err != nil {
 		return t, fmt.Errorf("recording the run request: %w", err)
+	}
+	forget := func() {
+		if derr := (store{a.blobs}).Delete(context.WithoutCancel(ctx), ticketBlob(t.ID)); derr != nil {
+			a.log.Warn("removing an unqueued run request", "request", t.ID, "err", derr)
+		}
+	}
+	if err := a.admit(ctx, t); err != nil {
+		forget()
+		return t, err
 	}
 	msg, _ := json.Marshal(runMessage{RequestID: t.ID})
 	if err := a.runs.Schedule(ctx, msg, 0); err != nil {
 		// No message will ever take it: leave no request waiting forever.
-		if derr := (store{a.blobs}).Delete(context.WithoutCancel(ctx), ticketBlob(t.ID)); derr != nil {
-			a.log.Warn("removing an unqueued run request", "request", t.ID, "err", derr)
-		}
+		forget()
+		a.release(context.WithoutCancel(ctx), t.ID)
 		return t, fmt.Errorf("queueing the run request: %w", err)
 	}
 	a.log.Info("sync requested over HTTP", "request", t.ID, "queue", a.cfg.RunQueue)
 	return t, nil
+}
+
+// activeBlob names the run request POST /api/sync admitted last
+// ({"requestId", "since"}). While that request is queued or running, POST
+// /api/sync answers 409 and queues nothing. The blob is created with
+// If-None-Match: *, replaced (If-Match) only once its request has ended or
+// can no longer run, and deleted by the SyncRun invocation that ends the
+// request. The lease on sync.lock still keeps runs apart; this keeps a burst
+// of requests from queueing runs that would follow one another.
+const activeBlob = "requests-active.json"
+
+// requestMaxAge is how long an admitted request may stay queued or running
+// before another may replace it: twice host.json's functionTimeout (30
+// minutes), which no SyncRun invocation outlives. A request whose message
+// went to the poison queue, or whose process died, blocks no longer.
+const requestMaxAge = time.Hour
+
+type activeRequest struct {
+	RequestID string    `json:"requestId"`
+	Since     time.Time `json:"since"`
+}
+
+// requestBusy is queueSync's answer while another request is queued or running.
+type requestBusy struct{ other syncTicket }
+
+func (e *requestBusy) Error() string {
+	return "another run request is " + e.other.Status + ": " + e.other.ID
+}
+func (e *requestBusy) Unwrap() error { return profile.ErrBusy }
+
+func (e *requestBusy) detail() string {
+	if e.other.ID == "" {
+		return "another run request is being queued; try again in a moment"
+	}
+	return fmt.Sprintf("run request %s is %s; one sync runs at a time (GET /api/sync/%s follows it)", e.other.ID, e.other.Status, e.other.ID)
+}
+
+// admit makes t the active request, unless another one is still queued or running.
+func (a *app) admit(ctx context.Context, t syncTicket) error {
+	data, err := json.Marshal(activeRequest{RequestID: t.ID, Since: t.Queued})
+	if err != nil {
+		return err
+	}
+	for range 4 {
+		_, err := a.blobs.Create(ctx, activeBlob, data)
+		if !errors.Is(err, profile.ErrStale) {
+			return err // admitted, or a storage fault
+		}
+		cur, etag, err := a.blobs.Get(ctx, activeBlob)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		var ar activeRequest
+		_ = json.Unmarshal(cur, &ar) // unreadable: nothing live is named
+		other, live, err := a.liveRequest(ctx, ar)
+		if err != nil {
+			return err
+		}
+		if live {
+			return &requestBusy{other: other}
+		}
+		_, err = a.blobs.Put(ctx, activeBlob, data, etag)
+		if !errors.Is(err, profile.ErrStale) {
+			return err
+		}
+		// Another caller replaced it first: look at its request.
+	}
+	return &requestBusy{}
+}
+
+// liveRequest reads the request ar names and reports whether it may still
+// run: queued or running, for less than requestMaxAge, and, once running,
+// with a run record that says so. Records that cannot be read as such (a
+// bad id, JSON that does not decode) name nothing live; only a storage
+// fault is an error.
+func (a *app) liveRequest(ctx context.Context, ar activeRequest) (syncTicket, bool, error) {
+	var t syncTicket
+	if !apiparse.ValidID(ar.RequestID) || time.Since(ar.Since) > requestMaxAge {
+		return t, false, nil
+	}
+	data, _, err := a.blobs.Get(ctx, ticketBlob(ar.RequestID))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return t, false, nil
+	case err != nil:
+		return t, false, err
+	case json.Unmarshal(data, &t) != nil || t.Status == ticketDone:
+		return t, false, nil
+	case t.Status != ticketRunning:
+		return t, true, nil
+	case !apiparse.ValidID(t.RunID):
+		return t, false, nil
+	}
+	data, _, err = a.blobs.Get(ctx, syncer.RunsPrefix+t.RunID+".json")
+	var run syncer.Run
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return t, false, nil // the run never was
+	case err != nil:
+		return t, false, err
+	case json.Unmarshal(data, &run) != nil || run.Status != syncer.StatusRunning:
+		return t, false, nil // the run ended (its invocation is recording it)
+	}
+	return t, true, nil
+}
+
+// release deletes the active-request blob if it still names request id.
+// A failure only delays the next request until liveRequest sees this one
+// ended, so it is logged, not returned.
+func (a *app) release(ctx context.Context, id string) {
+	data, etag, err := a.blobs.Get(ctx, activeBlob)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			a.log.Warn("releasing the active run request", "request", id, "err", err)
+		}
+		return
+	}
+	var ar activeRequest
+	if json.Unmarshal(data, &ar) != nil || ar.RequestID != id {
+		return
+	}
+	if err := a.blobs.Delete(ctx, activeBlob, etag); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, profile.ErrStale) {
+		a.log.Warn("releasing the active run request", "request", id, "err", err)
+	}
 }
 
 func (a *app) readTicket(ctx context.Context, id string) (syncTicket, string, error) {
@@ -368,7 +479,7 @@ func (a *app) answerTicket(w http.ResponseWriter, r *http.Request, t syncTicket)
 // once it started.
 func (a *app) apiSyncRequest(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !safeID(id) {
+	if !apiparse.ValidID(id) {
 		problem(w, r, http.StatusBadRequest, "invalid-request", "Invalid request id", "", nil)
 		return
 	}
@@ -412,7 +523,7 @@ func (a *app) syncRun(ctx context.Context, req *azfunc.Request) (*azfunc.Respons
 		return nil, fmt.Errorf("%w: %v", azfunc.ErrDrop, err)
 	}
 	var msg runMessage
-	if err := json.Unmarshal(qm.Body, &msg); err != nil || !safeID(msg.RequestID) {
+	if err := json.Unmarshal(qm.Body, &msg); err != nil || !apiparse.ValidID(msg.RequestID) {
 		return nil, fmt.Errorf("%w: not a run request (message %s, dequeued %d times)", azfunc.ErrDrop, qm.ID, qm.DequeueCount)
 	}
 	t, etag, err := a.readTicket(ctx, msg.RequestID)
@@ -424,6 +535,7 @@ func (a *app) syncRun(ctx context.Context, req *azfunc.Request) (*azfunc.Respons
 	}
 	switch t.Status {
 	case ticketDone:
+		a.release(ctx, t.ID) // in case the delivery that ended it died before
 		resp.Log("request %s already ended (run %s): duplicate message, nothing to do", t.ID, t.RunID)
 		return resp, nil
 	case ticketRunning:
@@ -432,23 +544,22 @@ func (a *app) syncRun(ctx context.Context, req *azfunc.Request) (*azfunc.Respons
 		return resp, nil
 	}
 
-	var sreq SyncRequest
-	dec := json.NewDecoder(bytes.NewReader(t.Request))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(&sreq)
-	opts, problems := sreq.options()
-	if err != nil || len(problems) > 0 {
-		if err != nil {
-			problems = append(problems, err.Error())
+	sreq, err := apiparse.ParseSync(t.Request)
+	if err != nil {
+		var problems []string
+		if pe := (*apiparse.Error)(nil); errors.As(err, &pe) {
+			problems = pe.Problems
 		}
 		t.Status, t.Finished = ticketDone, time.Now().UTC()
 		t.Problem = &Problem{Type: problemType("invalid-request"), Title: "The sync request is not valid", Status: http.StatusBadRequest, Errors: problems}
 		if err := a.putTicket(ctx, t, etag); err != nil {
 			return nil, err
 		}
-		resp.Log("request %s is not valid: %s", t.ID, strings.Join(problems, "; "))
+		a.release(ctx, t.ID)
+		resp.Log("request %s is not valid: %v", t.ID, err)
 		return resp, nil
 	}
+	opts := syncOptions(sreq)
 	opts.Trigger = "http"
 	opts.OnStart = func(id string) {
 		t.Status, t.RunID, t.Started = ticketRunning, id, time.Now().UTC()
@@ -485,6 +596,8 @@ func (a *app) syncRun(ctx context.Context, req *azfunc.Request) (*azfunc.Respons
 		// The run happened and its record says how it went; running it again
 		// would be worse than a request record that lags.
 		azfunc.Logger(ctx).Warn("recording the end of the requested run", "request", t.ID, "run", t.RunID, "err", perr)
+	default:
+		a.release(ctx, t.ID)
 	}
 	switch {
 	case err != nil && run == nil:
@@ -537,11 +650,11 @@ func firstLine(s string) string {
 
 // apiRuns is GET /api/runs?top=N: run records, newest first.
 func (a *app) apiRuns(w http.ResponseWriter, r *http.Request) {
-	top, ok := topParam(w, r)
+	q, ok := listQuery(w, r)
 	if !ok {
 		return
 	}
-	runs, err := a.listRuns(r.Context(), top)
+	runs, err := a.listRuns(r.Context(), q.Top)
 	if err != nil {
 		a.internalError(w, r, err)
 		return
@@ -549,18 +662,14 @@ func (a *app) apiRuns(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"runs": runs})
 }
 
-// topParam reads ?top=N (1..1000, default 50), answering the problem itself.
-func topParam(w http.ResponseWriter, r *http.Request) (int, bool) {
-	v := r.URL.Query().Get("top")
-	if v == "" {
-		return 50, true
+// listQuery reads the query of a listing, answering the problem itself.
+func listQuery(w http.ResponseWriter, r *http.Request) (apiparse.List, bool) {
+	l, err := apiparse.ParseList(r.URL.RawQuery)
+	if err != nil {
+		requestProblem(w, r, err)
+		return l, false
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > 1000 {
-		problem(w, r, http.StatusBadRequest, "invalid-request", "Invalid query", "top must be a number from 1 to 1000", nil)
-		return 0, false
-	}
-	return n, true
+	return l, true
 }
 
 // listRuns reads the newest top run records. Run ids start with their UTC
@@ -594,7 +703,7 @@ func (a *app) listRuns(ctx context.Context, top int) ([]syncer.Run, error) {
 // apiRun is GET /api/runs/{id}.
 func (a *app) apiRun(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !safeID(id) {
+	if !apiparse.ValidID(id) {
 		problem(w, r, http.StatusBadRequest, "invalid-request", "Invalid run id", "", nil)
 		return
 	}
@@ -609,26 +718,13 @@ func (a *app) apiRun(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, run)
 }
 
-// safeID accepts run and job ids (letters, digits, '-', '.', braces) and nothing that could reach other blobs.
-func safeID(s string) bool {
-	if s == "" || len(s) > 80 {
-		return false
-	}
-	for _, c := range s {
-		if !(c == '-' || c == '.' || c == '{' || c == '}' || ('0' <= c && c <= '9') || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')) {
-			return false
-		}
-	}
-	return !strings.Contains(s, "..")
-}
-
 // apiJobs is GET /api/jobs?top=N: the newest recorded jobs and the ones still followed.
 func (a *app) apiJobs(w http.ResponseWriter, r *http.Request) {
-	top, ok := topParam(w, r)
+	q, ok := listQuery(w, r)
 	if !ok {
 		return
 	}
-	views, err := a.allJobs(r.Context(), top)
+	views, err := a.allJobs(r.Context(), q.Top)
 	if err != nil {
 		a.internalError(w, r, err)
 		return
@@ -649,7 +745,7 @@ type jobJSON struct {
 // apiJob is GET /api/jobs/{id}, with the per-user results.
 func (a *app) apiJob(w http.ResponseWriter, r *http.Request) {
 	id := strings.Trim(r.PathValue("id"), "{}")
-	if !safeID(id) {
+	if !apiparse.ValidID(id) {
 		problem(w, r, http.StatusBadRequest, "invalid-request", "Invalid job id", "", nil)
 		return
 	}
@@ -686,8 +782,8 @@ func (a *app) apiGetMapping(w http.ResponseWriter, r *http.Request) {
 // If-Match with its ETag, so two administrators cannot overwrite each other;
 // If-None-Match: * creates one only if there is none.
 func (a *app) apiPutMapping(w http.ResponseWriter, r *http.Request) {
-	var data []byte
-	if !readBody(w, r, nil, &data) {
+	data, ok := readBody(w, r)
+	if !ok {
 		return
 	}
 	m, err := mapping.Parse(data)

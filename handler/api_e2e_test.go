@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -33,10 +34,12 @@ func (s *stack) api(method, path, body string, header ...string) apiResponse {
 	if strings.Contains(path, "?") {
 		sep = "&"
 	}
-	req, err := http.NewRequest(method, s.url+path+sep+"code=functionkey123", strings.NewReader(body))
+	key := cmp.Or(s.functionKey, "functionkey123")
+	req, err := http.NewRequest(method, s.url+path+sep+"code="+key, strings.NewReader(body))
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	req.Header.Set("x-functions-key", key)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}

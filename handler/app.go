@@ -31,7 +31,16 @@ type app struct {
 	engine *syncer.Engine
 	poller *syncer.Poller
 	house  *syncer.Housekeeper
+	// reads holds a slot per API read being served (gated): at most
+	// maxReads at once, each holding up to apiparse.MaxTop records.
+	reads chan struct{}
 }
+
+// maxReads bounds the API reads served at once. Each reads up to 1,000
+// records from storage (and asks SharePoint about unfinished jobs), so a
+// burst of callers waits for a slot rather than holding every answer in
+// memory at the same time.
+const maxReads = 8
 
 // newApp builds every adapter from the settings. It does not touch the network.
 // interactive is true for the administrator's command line, which may sign in
@@ -55,6 +64,7 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob storage: %w", err)
 	}
+	blobs.SetLimits(blobLimit)
 	queue, err := azstorage.NewQueue(cfg.Storage, storageCred, cfg.StatusQueue)
 	if err != nil {
 		return nil, fmt.Errorf("queue storage: %w", err)
@@ -71,7 +81,7 @@ func newApp(cfg config, log *slog.Logger, interactive bool) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("SPO_SITE_URL/SPO_FOLDER: %w", err)
 	}
-	a := &app{cfg: cfg, log: log, blobs: blobs, queue: queue, runs: runs, spo: sp, graph: g}
+	a := &app{cfg: cfg, log: log, blobs: blobs, queue: queue, runs: runs, spo: sp, graph: g, reads: make(chan struct{}, maxReads)}
 	st := store{blobs}
 	// The metric events (README, "Metrics") go with the log lines to stdout,
 	// which the Functions host forwards to Application Insights, whatever

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/profilesync/profilesync/internal/apiparse"
 	"github.com/profilesync/profilesync/internal/mapping"
 	"github.com/profilesync/profilesync/internal/profile"
 	"github.com/profilesync/profilesync/internal/syncer"
@@ -38,7 +39,7 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 	if fs.NArg() > 0 {
 		return fmt.Errorf("sync: unexpected arguments %v", fs.Args())
 	}
-	req := SyncRequest{WhatIf: *whatIf, DryRun: *dryRun, Filter: *filter, AllowOverlap: *overlap, Limit: *limit, Force: *force}
+	req := apiparse.Sync{WhatIf: *whatIf, DryRun: *dryRun, Filter: *filter, AllowOverlap: *overlap, Limit: *limit, Force: *force}
 	if *full {
 		req.Mode = "full"
 	}
@@ -46,16 +47,17 @@ func syncCmd(ctx context.Context, args []string, getenv func(string) string, std
 		req.Users = strings.Split(*users, ",")
 	}
 	if *mappingFile != "" {
-		data, err := os.ReadFile(*mappingFile)
+		data, err := readMappingFile(*mappingFile)
 		if err != nil {
 			return err
 		}
 		req.Mapping = data
 	}
-	opts, problems := req.options()
-	if len(problems) > 0 {
-		return fmt.Errorf("sync: %s", strings.Join(problems, "; "))
+	req, err := apiparse.Check(req)
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
 	}
+	opts := syncOptions(req)
 	opts.Trigger = "cli"
 	// Progress and log lines share stderr (see progressView).
 	view := newProgressView(stderr)
@@ -155,7 +157,7 @@ func mappingCmd(ctx context.Context, args []string, getenv func(string) string, 
 		if len(args) != 1 {
 			return nil, nil, fmt.Errorf("mapping %s: want exactly one FILE", sub)
 		}
-		data, err := os.ReadFile(args[0])
+		data, err := readMappingFile(args[0])
 		if err != nil {
 			return nil, nil, err
 		}
@@ -201,4 +203,23 @@ func mappingCmd(ctx context.Context, args []string, getenv func(string) string, 
 		return nil
 	}
 	return fmt.Errorf("mapping: unknown subcommand %q (want get, put or validate)", sub)
+}
+
+// readMappingFile reads a mapping document from a file: at most
+// mapping.MaxSize bytes (the API and the state container take no more
+// either), without reading more than that of a larger file.
+func readMappingFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, mapping.MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > mapping.MaxSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes (1 MiB), the most a mapping document may be", path, mapping.MaxSize)
+	}
+	return data, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/profilesync/profilesync/internal/azstorage"
 	"github.com/profilesync/profilesync/internal/crashpoint"
 	"github.com/profilesync/profilesync/internal/graph"
+	"github.com/profilesync/profilesync/internal/profile"
 )
 
 // setting describes one app setting the handler reads. The table is the
@@ -43,6 +44,7 @@ var settings = []setting{
 	{Name: "SPO_CHUNK_SIZE", Default: "10485760"},
 	{Name: "GRAPH_PARALLELISM", Default: "16"},
 	{Name: "LOG_LEVEL", Default: "info"},
+	{Name: "HTTP_READ_TIMEOUT", Default: "30s"},
 	{Name: "IDENTITY_ENDPOINT"},
 	{Name: "IDENTITY_HEADER", Secret: true},
 	{Name: "AZURE_CLIENT_ID"},
@@ -69,6 +71,7 @@ type config struct {
 	ChunkSize     int64         // bytes per upload request
 	Parallelism   int           // Graph ranges a full sync reads at once
 	LogLevel      slog.Level    // LOG_LEVEL: the least level logged
+	ReadTimeout   time.Duration // HTTP_READ_TIMEOUT: the most a request's headers and body may take to arrive
 
 	IdentityEndpoint, IdentityHeader string
 	ClientID, TenantID               string
@@ -113,10 +116,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.SiteURL = strings.TrimRight(value(getenv, "SPO_SITE_URL"), "/")
 	if c.SiteURL == "" {
 		bad("SPO_SITE_URL is required: the absolute URL of the site whose library receives the import files, e.g. https://contoso.sharepoint.com/sites/hr")
-	} else if u, err := url.Parse(c.SiteURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+	} else if u, err := url.Parse(c.SiteURL); err != nil {
 		bad("SPO_SITE_URL %q is not an absolute http(s) URL", c.SiteURL)
-	} else if u.Scheme == "http" && u.Hostname() != "127.0.0.1" && u.Hostname() != "localhost" {
-		bad("SPO_SITE_URL %q must use https", c.SiteURL)
+	} else if err := profile.CheckScheme(u); err != nil {
+		// The rule spo.New applies too: plain http only on loopback.
+		bad("SPO_SITE_URL: %v", err)
 	}
 
 	c.Folder = strings.Trim(strings.ReplaceAll(value(getenv, "SPO_FOLDER"), `\`, "/"), "/")
@@ -181,6 +185,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("LOG_LEVEL %q is not a log level: want one of %s (in any case)", value(getenv, "LOG_LEVEL"), logLevelNames())
 	} else {
 		c.LogLevel = l
+	}
+	// A caller that sends its request slowly (a byte a second) would hold
+	// a connection and a goroutine for as long as it likes: the server
+	// gives each request this long to arrive, headers and body (serve).
+	if d, err := parseDuration(value(getenv, "HTTP_READ_TIMEOUT")); err != nil || d < time.Second || d > 10*time.Minute {
+		bad("HTTP_READ_TIMEOUT %q is not a duration from 1s to 10m, such as 30s", value(getenv, "HTTP_READ_TIMEOUT"))
+	} else {
+		c.ReadTimeout = d
 	}
 	// The kill matrix's setting: only builds tagged crashpoints honour it,
 	// and the product refuses to start with it rather than ignore it.

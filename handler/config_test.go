@@ -36,7 +36,7 @@ func TestConfigDefaults(t *testing.T) {
 	if c.GraphEndpoint != "https://graph.microsoft.com" || c.Folder != "Shared Documents" || c.Container != "profilesync" ||
 		c.StatusQueue != "profilesync-status" || c.RunQueue != "profilesync-runs" || c.PollMaxAge != 48*time.Hour || c.CleanupAfter != 0 ||
 		len(c.PollBackoff) != 6 || c.PollBackoff[0] != time.Minute || c.PollBackoff[5] != 30*time.Minute ||
-		c.Retention != 90*24*time.Hour || c.ChunkSize != 10<<20 {
+		c.Retention != 90*24*time.Hour || c.ChunkSize != 10<<20 || c.ReadTimeout != 30*time.Second {
 		t.Errorf("defaults %+v", c)
 	}
 }
@@ -62,6 +62,8 @@ func TestConfigProblemsNameTheirSettings(t *testing.T) {
 		{"one queue for both functions", with(map[string]string{"SYNC_RUN_QUEUE": "profilesync-status"}), []string{"SYNC_RUN_QUEUE and SYNC_STATUS_QUEUE", "its own queue"}},
 		{"retention and chunk size", with(map[string]string{"RECORDS_RETENTION_DAYS": "-1", "SPO_CHUNK_SIZE": "100"}), []string{"RECORDS_RETENTION_DAYS", "SPO_CHUNK_SIZE"}},
 		{"chunk size too large", with(map[string]string{"SPO_CHUNK_SIZE": "3000000000"}), []string{"SPO_CHUNK_SIZE"}},
+		{"read timeout out of range", with(map[string]string{"HTTP_READ_TIMEOUT": "500ms"}), []string{"HTTP_READ_TIMEOUT", "1s to 10m"}},
+		{"read timeout not a duration", with(map[string]string{"HTTP_READ_TIMEOUT": "soon"}), []string{"HTTP_READ_TIMEOUT"}},
 		// The product refuses the kill matrix's setting rather than ignore it.
 		{"crash point in a product build", with(map[string]string{"PROFILESYNC_CRASH_AT": "before-queue"}), []string{"PROFILESYNC_CRASH_AT", "test builds"}},
 	} {

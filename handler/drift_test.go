@@ -64,6 +64,7 @@ var notInBicep = map[string]string{
 	"AzureWebJobsStorage":               "a connection string needs shared keys, which the storage account disables; the identity-based settings are set",
 	"AzureWebJobsStorage__accountName":  "the explicit __blobServiceUri and __queueServiceUri are set instead",
 	"SPO_CHUNK_SIZE":                    "tuning for proxies that limit request bodies; the default (PnP's 10 MiB) suits Azure",
+	"HTTP_READ_TIMEOUT":                 "protection against callers that send requests slowly; the default suits Azure, tests shorten it",
 }
 
 // hostRead are settings that may be set or documented although the handler

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -24,7 +25,90 @@ func (a *app) routes() http.Handler {
 	mux.Handle("POST /ImportStatus", azfunc.Handler(a.log, a.importStatus))
 	mux.Handle("POST /SyncRun", azfunc.Handler(a.log, a.syncRun))
 	a.apiRoutes(mux)
-	return mux
+	// Anything else is answered with a problem document too, never with
+	// the mux's plain-text 404 or 405.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		problem(w, r, http.StatusNotFound, "not-found", "No such resource", fmt.Sprintf("%s %s is not served by the handler", r.Method, shorten(r.URL.Path)), nil)
+	})
+	return a.guard(mux)
+}
+
+// Limits of what the server reads of a request. The Functions front end
+// refuses URLs longer than 4 KB (learn.microsoft.com/azure/azure-functions/
+// functions-bindings-http-webhook-trigger, "Limits": "the URL length is
+// limited to 4 KB (4,096 bytes)"), and its Kestrel server request headers
+// above 32 KB in all (MaxRequestHeadersTotalSize, learn.microsoft.com/
+// aspnet/core/fundamentals/servers/kestrel/options); the host forwards a
+// request with its headers plus a few of its own (X-Azure-Functions-*,
+// functions-custom-handler.md §1.6.2). Nothing legitimate is larger.
+const (
+	maxURLBytes = 4096
+	// maxHeaderBytes is the most the handler accepts of a request's
+	// header lines (names and values); above it, 431 with a problem.
+	maxHeaderBytes = 48 << 10
+	// serverHeaderBytes is net/http's own cap on the request line and
+	// headers (MaxHeaderBytes): beyond it the server answers 431 itself,
+	// in plain text, and closes the connection.
+	serverHeaderBytes = 64 << 10
+	// idleTimeout closes a kept-alive connection after this long without
+	// a request. The host's HttpClient drops its idle pooled connections
+	// after 1 minute (.NET 6 and later; 2 in .NET 5: PooledConnectionIdleTimeout,
+	// learn.microsoft.com/dotnet/api/system.net.http.socketshttphandler.pooledconnectionidletimeout),
+	// so the handler never closes one the host is about to reuse.
+	idleTimeout = 5 * time.Minute
+)
+
+// guard refuses oversized URLs and headers with a problem document, and
+// turns a panic anywhere in the API into a 500 problem (the custom-handler
+// functions recover their own, azfunc.Handler): no answer carries a stack
+// trace, which goes to the log instead.
+func (a *app) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := len(r.RequestURI); n > maxURLBytes {
+			problem(w, r, http.StatusRequestURITooLong, "uri-too-long", "URL too long",
+				fmt.Sprintf("the URL has %d bytes; at most %d are accepted", n, maxURLBytes), nil)
+			return
+		}
+		if n := headerBytes(r.Header); n > maxHeaderBytes {
+			problem(w, r, http.StatusRequestHeaderFieldsTooLarge, "headers-too-large", "Request headers too large",
+				fmt.Sprintf("the headers have %d bytes; at most %d are accepted", n, maxHeaderBytes), nil)
+			return
+		}
+		defer func() {
+			switch v := recover(); v {
+			case nil:
+				return
+			case http.ErrAbortHandler: // net/http's way to cut an answer short
+				panic(v)
+			default:
+				a.log.Error("request handler panicked", "method", r.Method, "path", shorten(r.URL.Path),
+					"invocation", azfunc.InvocationID(r), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				problem(w, r, http.StatusInternalServerError, "internal", "The request failed",
+					"see the function's logs for invocation "+azfunc.InvocationID(r), nil)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// headerBytes counts a request's header lines as they came: name, ": ",
+// value, CRLF.
+func headerBytes(h http.Header) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// shorten cuts s to 200 bytes for a message or a problem's instance.
+func shorten(s string) string {
+	if len(s) <= 200 {
+		return s
+	}
+	return strings.ToValidUTF8(s[:200], "") + "…"
 }
 
 // syncTimer is the SyncTimer function: one scheduled sync.
@@ -169,9 +253,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
+	// ReadTimeout bounds how long a request may take to arrive, headers
+	// and body, so a caller sending a byte a second holds nothing for
+	// long; net/http clears the deadline once the body is read, so an
+	// invocation may then run for as long as functionTimeout. There is no
+	// WriteTimeout: the host waits for an answer up to functionTimeout
+	// plus a minute (functions-custom-handler.md §1.2, §2.4).
 	srv := &http.Server{
 		Handler:           a.routes(),
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: cfg.ReadTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    serverHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("profilesync handler listening", "addr", ln.Addr().String())

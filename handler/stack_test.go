@@ -97,6 +97,9 @@ type stack struct {
 	qname     string
 	runQName  string
 	out       *syncBuffer
+	proc      *os.Process // the handler process, when startStack started one
+	// functionKey is what api sends as the function key (default functionkey123).
+	functionKey string
 }
 
 type syncBuffer struct {
@@ -129,6 +132,9 @@ type stackOptions struct {
 	// sqlAzurite: an Azurite of its own whose blob metadata lives in
 	// MariaDB (indexed), for 100,000s of blobs in one container.
 	sqlAzurite bool
+	// identityHeader is the managed-identity secret the simulator and the
+	// handler share (default e2e-identity-header).
+	identityHeader string
 }
 
 func startStack(t testing.TB, o stackOptions) *stack {
@@ -146,7 +152,10 @@ func startStack(t testing.TB, o stackOptions) *stack {
 	case o.ownAzurite:
 		az = testenv.DedicatedAzurite(t)
 	}
-	sim, err := m365sim.Start(m365sim.Options{Users: o.users, Seed: o.seed, JobStep: o.jobStep, IdentityHeader: "e2e-identity-header"})
+	if o.identityHeader == "" {
+		o.identityHeader = "e2e-identity-header"
+	}
+	sim, err := m365sim.Start(m365sim.Options{Users: o.users, Seed: o.seed, JobStep: o.jobStep, IdentityHeader: o.identityHeader})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +206,7 @@ func startStack(t testing.TB, o stackOptions) *stack {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	s.proc = cmd.Process
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})

@@ -17,3 +17,7 @@ go test -p 2 -count=1 -timeout 45m ./...
 go test -p 2 -count=1 -race -timeout 40m \
 	./handler/... ./internal/azfunc/... ./internal/azstorage/... ./internal/crashpoint/... ./internal/graph/... \
 	./internal/importfile/... ./internal/m365sim/... ./internal/mapping/... ./internal/spo/... ./internal/syncer/...
+# Every fuzz target for a few seconds of new inputs (their seed corpora ran
+# above, with the tests); a finding fails the run. `make fuzz` runs them
+# longer.
+FUZZTIME=3s FUZZ_REPORT=.build/fuzz-smoke.md scripts/fuzz.sh

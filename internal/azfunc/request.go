@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -100,9 +101,27 @@ func (r *Request) MetaTime(name string) (time.Time, error) {
 // A time without an offset is taken as UTC: the host formats a DateTime in
 // its machine's local zone, which is UTC on Azure. .NET's DateTime.MinValue
 // ("0001-01-01T00:00:00" in any offset), which the timer uses for "never ran",
-// is returned as the zero time.Time so that IsZero reports it.
+// is returned as the zero time.Time so that IsZero reports it; any other
+// time before 0001-01-01T00:00:00Z is an error.
+//
+// Text longer than 40 bytes is refused unread: the longest time the host
+// writes, with .NET's seven fractional digits (the round-trip "o" format,
+// https://learn.microsoft.com/dotnet/standard/base-types/standard-date-and-time-format-strings)
+// and an offset ("0001-01-01T00:00:00.1234567+00:00"), is 33. An error
+// quotes the text, cut at 40 bytes.
 func ParseTime(s string) (time.Time, error) {
 	s = strings.TrimSpace(s)
+	const longest = 40
+	bad := func() (time.Time, error) {
+		text := strconv.Quote(s)
+		if len(s) > longest {
+			text = strconv.Quote(strings.ToValidUTF8(s[:longest], "")) + fmt.Sprintf("… (%d bytes)", len(s))
+		}
+		return time.Time{}, fmt.Errorf("parsing time %s: want ISO 8601 such as 2006-01-02T15:04:05+00:00", text)
+	}
+	if len(s) > longest {
+		return bad()
+	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		// Go accepts fractional seconds after the seconds field when parsing
@@ -110,11 +129,15 @@ func ParseTime(s string) (time.Time, error) {
 		var err2 error
 		t, err2 = time.Parse("2006-01-02T15:04:05", s)
 		if err2 != nil {
-			return time.Time{}, fmt.Errorf("parsing time %q: want ISO 8601 such as 2006-01-02T15:04:05+00:00", s)
+			return bad()
 		}
 	}
 	if t.Year() == 1 && t.YearDay() == 1 && t.Hour() == 0 && t.Minute() == 0 && t.Second() == 0 && t.Nanosecond() == 0 {
 		return time.Time{}, nil
+	}
+	if t.UTC().Year() < 1 {
+		// .NET has no earlier time (DateTime.MinValue, above, aside).
+		return time.Time{}, fmt.Errorf("parsing time %q: before 0001-01-01T00:00:00Z, the earliest time .NET writes", s)
 	}
 	return t, nil
 }

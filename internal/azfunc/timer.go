@@ -39,36 +39,31 @@ type ScheduleStatus struct {
 
 // UnmarshalJSON decodes the host's serialization of ScheduleStatus, whose
 // offset-less times encoding/json's time.Time would reject.
+// A time that is not one names its field.
 func (s *ScheduleStatus) UnmarshalJSON(b []byte) error {
 	var aux struct {
-		Last, Next, LastUpdated hostTime
+		Last, Next, LastUpdated json.RawMessage
 	}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return fmt.Errorf("decoding schedule status: %w", err)
 	}
-	*s = ScheduleStatus{
-		Last:        time.Time(aux.Last),
-		Next:        time.Time(aux.Next),
-		LastUpdated: time.Time(aux.LastUpdated),
+	var out ScheduleStatus
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  *time.Time
+	}{{"Last", aux.Last, &out.Last}, {"Next", aux.Next, &out.Next}, {"LastUpdated", aux.LastUpdated, &out.LastUpdated}} {
+		if len(f.raw) == 0 || string(f.raw) == "null" {
+			continue
+		}
+		str, err := decodeString(f.raw)
+		if err == nil {
+			*f.dst, err = ParseTime(str)
+		}
+		if err != nil {
+			return fmt.Errorf("decoding schedule status: %s: %w", f.name, err)
+		}
 	}
-	return nil
-}
-
-// hostTime is a time.Time decoded with ParseTime.
-type hostTime time.Time
-
-func (h *hostTime) UnmarshalJSON(b []byte) error {
-	if string(b) == "null" {
-		return nil
-	}
-	s, err := decodeString(b)
-	if err != nil {
-		return err
-	}
-	t, err := ParseTime(s)
-	if err != nil {
-		return err
-	}
-	*h = hostTime(t)
+	*s = out
 	return nil
 }

@@ -125,6 +125,7 @@ func TestTimerErrors(t *testing.T) {
 		{"bad time", `{"Data":{"timer":{"ScheduleStatus":{"Last":"yesterday"}}}}`},
 		{"time as number", `{"Data":{"timer":{"ScheduleStatus":{"Next":20240501}}}}`},
 		{"status not an object", `{"Data":{"timer":{"ScheduleStatus":"soon"}}}`},
+		{"before .NET's MinValue", `{"Data":{"timer":{"ScheduleStatus":{"Next":"0000-01-01T00:00:00+01:00"}}}}`},
 		{"timer missing", `{"Data":{"other":{}}}`},
 	}
 	for _, tc := range tests {

@@ -32,7 +32,8 @@ type Blobs struct {
 	name      string
 
 	listLimit int
-	pageSize  int32 // blobs per List page; 0 leaves it to the service (5000)
+	pageSize  int32                   // blobs per List page; 0 leaves it to the service (5000)
+	getLimit  func(name string) int64 // see SetLimits; nil: DefaultGetLimit for all
 	// Lease timing; fields so tests can shorten or drive them.
 	leaseDuration time.Duration
 	renewEvery    time.Duration
@@ -100,9 +101,30 @@ func (b *Blobs) EnsureContainer(ctx context.Context) error {
 	return nil
 }
 
+// DefaultGetLimit is the most bytes Get reads of a blob when SetLimits gave
+// none for its name.
+const DefaultGetLimit = 64 << 20
+
+// SetLimits sets the most bytes Get reads of each blob: limit(name), or
+// DefaultGetLimit when it returns 0 or less. Call it before the Blobs is
+// shared.
+func (b *Blobs) SetLimits(limit func(name string) int64) { b.getLimit = limit }
+
+func (b *Blobs) limitOf(name string) int64 {
+	if b.getLimit != nil {
+		if n := b.getLimit(name); n > 0 {
+			return n
+		}
+	}
+	return DefaultGetLimit
+}
+
 // Get returns the content and ETag of blob name. A missing blob (or container)
-// returns an error wrapping fs.ErrNotExist.
+// returns an error wrapping fs.ErrNotExist. A blob larger than its limit (see
+// SetLimits) is not read: the error names the blob and the limit and wraps
+// profile.ErrTooLarge.
 func (b *Blobs) Get(ctx context.Context, name string) (data []byte, etag string, err error) {
+	limit := b.limitOf(name)
 	resp, err := b.container.NewBlobClient(name).DownloadStream(ctx, nil)
 	if err != nil {
 		if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
@@ -111,9 +133,18 @@ func (b *Blobs) Get(ctx context.Context, name string) (data []byte, etag string,
 		return nil, "", fmt.Errorf("getting blob %q: %w", name, err)
 	}
 	defer resp.Body.Close()
-	data, err = io.ReadAll(resp.Body)
+	tooLarge := func(size string) error {
+		return fmt.Errorf("blob %q holds %s; a blob of its kind may hold at most %d bytes: %w", name, size, limit, profile.ErrTooLarge)
+	}
+	if resp.ContentLength != nil && *resp.ContentLength > limit {
+		return nil, "", tooLarge(fmt.Sprintf("%d bytes", *resp.ContentLength))
+	}
+	data, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, "", fmt.Errorf("reading blob %q: %w", name, err)
+	}
+	if int64(len(data)) > limit { // the length the service announced was wrong
+		return nil, "", tooLarge(fmt.Sprintf("more than %d bytes", limit))
 	}
 	return data, etagString(resp.ETag), nil
 }

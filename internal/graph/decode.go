@@ -40,6 +40,38 @@ const maxDecodeDepth = 64
 // are a few dozen property names; the bound only matters for odd input).
 const maxInternedKeys = 4096
 
+// Bounds on what a page may make the decoder allocate, whatever it holds.
+// Only the items to build are recorded on the tape, each at most
+// maxItemTokens values and keys (a user has a few hundred; the tape is 16
+// bytes a token). The users built from a page may take at most
+// decodeBudget times the page's size plus decodeBudgetFloor, as estimated
+// from each item's tape before it is built: tokenCost per value or key
+// (its slot in a map or slice, a box), objectCost per object and
+// groupCost more when it has members (a Go map's first group of 8 slots),
+// arrayCost per array, userCost per user (its sighting; p.users growing
+// keeps ~5 copies) and the string bytes. A page of 999 real users comes to
+// 4-5× (TestDecodePageBudget); the floor covers pages of tiny users, as no
+// page of users holds more than 999 ("Invalid page size specified: '1000'.
+// Must be between 1 and 999 inclusive.", learn.microsoft.com/answers/
+// questions/1129204; "the highest $top supported is 999",
+// learn.microsoft.com/answers/questions/120381). Tiny values or containers
+// packed densely (`[{"x":[{"x":…` takes 40× its size once built) are
+// refused before they are built. Both refusals wrap errPageLimit.
+const (
+	maxItemTokens     = 1 << 16
+	decodeBudget      = 16
+	decodeBudgetFloor = 1 << 20
+	tokenCost         = 24
+	objectCost        = 48
+	groupCost         = 264
+	arrayCost         = 24
+	userCost          = 384
+)
+
+// errPageLimit is wrapped by the errors of a page refused for what it would
+// cost to decode, not for its syntax.
+var errPageLimit = errors.New("beyond the decoder's limits for a page of users")
+
 // Token kinds of the tape.
 const (
 	tNull uint8 = iota
@@ -69,7 +101,9 @@ type decoder struct {
 	keys  []string // the current item's keys, interned
 	prev  []string // the keys of the item before
 	known map[string]string
-	item  int // index of the item being decoded, -1 outside "value"
+	item  int  // index of the item being decoded, -1 outside "value"
+	rec   bool // record the value being read on the tape (an item to build)
+	cost  int  // estimated bytes the users built so far take
 }
 
 var decoderPool = sync.Pool{New: func() any {
@@ -78,10 +112,12 @@ var decoderPool = sync.Pool{New: func() any {
 
 // decodePage decodes a page of a Graph user collection into p (see page
 // and sighting for what it holds), reusing p.users' backing array. Strings
-// in p never alias body.
+// in p never alias body. A page that would cost more than the decoder's
+// bounds (maxItemTokens, decodeBudget) is refused with an error wrapping
+// errPageLimit.
 func decodePage(body []byte, p *page) error {
 	d := decoderPool.Get().(*decoder)
-	d.buf, d.pos, d.item = body, 0, -1
+	d.buf, d.pos, d.item, d.cost = body, 0, -1, 0
 	p.users = p.users[:0]
 	p.nextLink, p.deltaLink = "", ""
 	err := d.page(p)
@@ -203,7 +239,7 @@ func (d *decoder) page(p *page) error {
 	}
 	if d.buf[d.pos] != '{' {
 		start := d.pos
-		if err := d.skipValue(1); err != nil {
+		if err := d.skipValue(1, false); err != nil {
 			return err
 		}
 		return fmt.Errorf("the page is %s, want an object", d.kindAt(start))
@@ -239,7 +275,7 @@ func (d *decoder) page(p *page) error {
 			case "@odata.deltaLink":
 				p.deltaLink, deltaErr, err = d.link("@odata.deltaLink")
 			default:
-				err = d.skipValue(2)
+				err = d.skipValue(2, false)
 			}
 			if err != nil {
 				return err
@@ -294,15 +330,16 @@ func (d *decoder) link(name string) (link string, shape, err error) {
 		return "", nil, d.literal("null")
 	}
 	start := d.pos
-	if err := d.skipValue(2); err != nil {
+	if err := d.skipValue(2, false); err != nil {
 		return "", nil, err
 	}
 	return "", fmt.Errorf("%s is %s, want a string", name, d.kindAt(start)), nil
 }
 
-// skipValue validates the value at d.pos and moves past it.
-func (d *decoder) skipValue(depth int) error {
-	d.tape, d.vs, d.keys = d.tape[:0], d.vs[:0], d.keys[:0]
+// skipValue validates the value at d.pos and moves past it; record keeps
+// it on the tape (the tape, d.vs and d.keys hold only that value).
+func (d *decoder) skipValue(depth int, record bool) error {
+	d.tape, d.vs, d.keys, d.rec = d.tape[:0], d.vs[:0], d.keys[:0], record
 	return d.value(depth)
 }
 
@@ -316,7 +353,7 @@ func (d *decoder) values(p *page) (shape, err error) {
 	case '[':
 	default:
 		start := d.pos
-		if err := d.skipValue(2); err != nil {
+		if err := d.skipValue(2, false); err != nil {
 			return nil, err
 		}
 		return fmt.Errorf("value is %s, want an array of users", d.kindAt(start)), nil
@@ -335,7 +372,7 @@ func (d *decoder) values(p *page) (shape, err error) {
 			return nil, d.unexpected(d.pos, "looking for beginning of value")
 		}
 		start := d.pos
-		if err := d.skipValue(3); err != nil {
+		if err := d.skipValue(3, shape == nil && d.buf[start] == '{'); err != nil {
 			return nil, err
 		}
 		switch {
@@ -344,6 +381,9 @@ func (d *decoder) values(p *page) (shape, err error) {
 		case d.buf[start] != '{':
 			shape = fmt.Errorf("value[%d] is %s, want an object", i, d.kindAt(start))
 		default:
+			if err := d.charge(i); err != nil {
+				return nil, err
+			}
 			p.users = append(p.users, sighting{})
 			if err := d.sighting(&p.users[len(p.users)-1]); err != nil {
 				shape = fmt.Errorf("value[%d].%w", i, err)
@@ -366,17 +406,42 @@ func (d *decoder) values(p *page) (shape, err error) {
 	}
 }
 
+// charge adds the estimated cost of building the item on the tape (item
+// i) to the page's, and refuses the page once it passes its budget.
+func (d *decoder) charge(i int) error {
+	cost := len(d.vs) + userCost + tokenCost*len(d.tape)
+	for _, tk := range d.tape {
+		switch {
+		case tk.kind == tArr:
+			cost += arrayCost
+		case tk.kind == tObj && tk.n > 0:
+			cost += objectCost + groupCost
+		case tk.kind == tObj:
+			cost += objectCost
+		}
+	}
+	d.cost += cost
+	if budget := decodeBudget*len(d.buf) + decodeBudgetFloor; d.cost > budget {
+		return fmt.Errorf("value[%d]: the users would take more than %d MiB in memory, %d times the page's size (too many tiny values or containers): %w",
+			i, budget>>20, decodeBudget, errPageLimit)
+	}
+	return nil
+}
+
 // value records the value at d.pos on the tape. depth is the nesting
 // level a container starting here would have.
 func (d *decoder) value(depth int) error {
 	if d.pos >= len(d.buf) {
 		return d.unexpected(d.pos, "looking for beginning of value")
 	}
+	if d.rec && len(d.tape) >= maxItemTokens {
+		return fmt.Errorf("value[%d] holds more than %d values and keys: %w", d.item, maxItemTokens, errPageLimit)
+	}
 	switch c := d.buf[d.pos]; c {
 	case '"':
 		start := d.pos + 1
 		end, clean, err := d.scanString()
-		if err != nil {
+		if err != nil || !d.rec {
 			return err
 		}
 		off := len(d.vs)
@@ -392,19 +457,26 @@ func (d *decoder) value(depth int) error {
 	case '[':
 		return d.array(depth)
 	case 't':
-		d.tape = append(d.tape, token{kind: tTrue})
+		d.record(tTrue)
 		return d.literal("true")
 	case 'f':
-		d.tape = append(d.tape, token{kind: tFalse})
+		d.record(tFalse)
 		return d.literal("false")
 	case 'n':
-		d.tape = append(d.tape, token{kind: tNull})
+		d.record(tNull)
 		return d.literal("null")
 	default:
 		if c == '-' || c >= '0' && c <= '9' {
 			return d.number()
 		}
 		return d.unexpected(d.pos, "looking for beginning of value")
+	}
+}
+
+// record appends a token of kind k when the value is being recorded.
+func (d *decoder) record(k uint8) {
+	if d.rec {
+		d.tape = append(d.tape, token{kind: k})
 	}
 }
 
@@ -426,7 +498,7 @@ func (d *decoder) object(depth int) error {
 		return d.syntax(d.pos, "nesting deeper than %d levels", maxDecodeDepth)
 	}
 	at := len(d.tape)
-	d.tape = append(d.tape, token{kind: tObj})
+	d.record(tObj)
 	d.pos++
 	d.skipSpace()
 	n := uint32(0)
@@ -441,14 +513,16 @@ func (d *decoder) object(depth int) error {
 			if err != nil {
 				return err
 			}
-			i := len(d.keys)
-			d.tape = append(d.tape, token{kind: tKey, x: uint64(i)})
-			// The items of a page mostly have the same keys in the same
-			// order: try the previous item's key at this place first.
-			if i < len(d.prev) && string(k) == d.prev[i] {
-				d.keys = append(d.keys, d.prev[i])
-			} else {
-				d.keys = append(d.keys, d.intern(k))
+			if d.rec {
+				i := len(d.keys)
+				d.tape = append(d.tape, token{kind: tKey, x: uint64(i)})
+				// The items of a page mostly have the same keys in the same
+				// order: try the previous item's key at this place first.
+				if i < len(d.prev) && string(k) == d.prev[i] {
+					d.keys = append(d.keys, d.prev[i])
+				} else {
+					d.keys = append(d.keys, d.intern(k))
+				}
 			}
 			d.skipSpace()
 			if d.pos >= len(d.buf) || d.buf[d.pos] != ':' {
@@ -469,7 +543,9 @@ func (d *decoder) object(depth int) error {
 			}
 		}
 	}
-	d.tape[at].n, d.tape[at].x = n, uint64(len(d.tape))
+	if d.rec {
+		d.tape[at].n, d.tape[at].x = n, uint64(len(d.tape))
+	}
 	return nil
 }
 
@@ -478,7 +554,7 @@ func (d *decoder) array(depth int) error {
 		return d.syntax(d.pos, "nesting deeper than %d levels", maxDecodeDepth)
 	}
 	at := len(d.tape)
-	d.tape = append(d.tape, token{kind: tArr})
+	d.record(tArr)
 	d.pos++
 	d.skipSpace()
 	n := uint32(0)
@@ -499,7 +575,9 @@ func (d *decoder) array(depth int) error {
 			}
 		}
 	}
-	d.tape[at].n, d.tape[at].x = n, uint64(len(d.tape))
+	if d.rec {
+		d.tape[at].n, d.tape[at].x = n, uint64(len(d.tape))
+	}
 	return nil
 }
 
@@ -591,7 +669,9 @@ func (d *decoder) number() error {
 			return &decodeError{Offset: start, Msg: fmt.Sprintf("number %s is out of the range of float64", b[start:i]), Item: d.item, Valid: true}
 		}
 	}
-	d.tape = append(d.tape, token{kind: tNum, x: math.Float64bits(f)})
+	if d.rec {
+		d.tape = append(d.tape, token{kind: tNum, x: math.Float64bits(f)})
+	}
 	return nil
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/profilesync/profilesync/internal/m365sim/directory"
 	"github.com/profilesync/profilesync/internal/m365sim/graphsim"
+	"github.com/profilesync/profilesync/internal/testenv"
 )
 
 // decodePageReference is decodePage written the obvious way, with
@@ -524,15 +525,6 @@ func syntheticPage(n int, pad string) []byte {
 	return b.Bytes()
 }
 
-func allocatedBy(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // TestDecodePageLarge: a 10 MB page costs no more allocation per user
 // than a small one (nothing grows with the page but p.users, which is
 // reused), and one 10 MB value costs a small multiple of itself.
@@ -542,7 +534,7 @@ func TestDecodePageLarge(t *testing.T) {
 		if err := decodePage(body, &p); err != nil { // sizes p.users, warms the pool
 			t.Fatal(err)
 		}
-		alloc := allocatedBy(func() {
+		alloc := testenv.Allocated(func() {
 			if err := decodePage(body, &p); err != nil {
 				t.Fatal(err)
 			}
@@ -567,7 +559,7 @@ func TestDecodePageLarge(t *testing.T) {
 	big := strings.Repeat("x\\u00e9", 10<<20/7)
 	body = []byte(`{"value":[{"id":"a","aboutMe":"` + big + `"}]}`)
 	var p page
-	alloc := allocatedBy(func() {
+	alloc := testenv.Allocated(func() {
 		if err := decodePage(body, &p); err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,8 +45,12 @@ func (p *page) release() {
 // authentication, retry and throttling middleware as every SDK call) and
 // keeps the raw answer in p.body, reusing its buffer, for decodePage:
 // without kiota's generic parse tree (which cost more than half of a full
-// sync's CPU).
+// sync's CPU). A URL off the Graph origin (a nextLink or deltaLink from an
+// answer or from storage) is refused before anything is sent (see pin).
 func (c *Client) fetchPage(ctx context.Context, rawURL string, headers map[string]string, p *page) error {
+	if err := c.pin(rawURL); err != nil {
+		return err
+	}
 	ri := abstractions.NewRequestInformationWithMethodAndUrlTemplateAndPathParameters(abstractions.GET, "{+baseurl}", map[string]string{"request-raw-url": rawURL})
 	ri.Headers.TryAdd("Accept", "application/json")
 	for k, v := range headers {
@@ -95,11 +100,21 @@ func httpError(status int, body []byte) error {
 		} `json:"error"`
 	}
 	_ = json.Unmarshal(body, &doc)
-	e := &Error{Status: status, Code: doc.Error.Code, Message: doc.Error.Message}
+	// Graph's are a line; an answer of up to maxPageBytes could be one.
+	e := &Error{Status: status, Code: clip(doc.Error.Code, 200), Message: clip(doc.Error.Message, 500)}
 	if e.Message == "" {
-		e.Message = http.StatusText(status)
+		e.Message = cmp.Or(http.StatusText(status), "an HTTP status without a name")
 	}
 	return e
+}
+
+// clip shortens s to at most max bytes, the last ones an ellipsis.
+func clip(s string, max int) string {
+	const more = "…"
+	if len(s) <= max {
+		return s
+	}
+	return strings.ToValidUTF8(s[:max-len(more)], "") + more
 }
 
 // redactURL drops the query of a link (skip and delta tokens are

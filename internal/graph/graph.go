@@ -77,6 +77,7 @@ type Options struct {
 
 // Client reads users from Graph.
 type Client struct {
+	origin      string // scheme://host[:port], the only one requests go to
 	svc         *msgraphsdk.GraphServiceClient
 	adapter     *msgraphsdk.GraphRequestAdapter
 	log         *slog.Logger
@@ -149,7 +150,9 @@ func New(o Options) (*Client, error) {
 			})
 		}
 	}
-	httpClient := khttp.GetDefaultClient(mws...)
+	httpClient := khttp.GetDefaultClient()
+	httpClient.Transport = khttp.NewCustomTransportWithParentTransport(
+		pinnedTransport{origin: origin, next: khttp.GetDefaultTransport()}, mws...)
 	httpClient.Timeout = o.Timeout
 	adapter, err := msgraphsdk.NewGraphRequestAdapterWithParseNodeFactoryAndSerializationWriterFactoryAndHttpClient(auth, nil, nil, httpClient)
 	if err != nil {
@@ -157,6 +160,7 @@ func New(o Options) (*Client, error) {
 	}
 	adapter.SetBaseUrl(origin + "/v1.0") // before NewGraphServiceClient, which copies it
 	return &Client{
+		origin:      origin,
 		svc:         msgraphsdk.NewGraphServiceClient(adapter),
 		adapter:     adapter,
 		log:         o.Logger,
@@ -168,29 +172,69 @@ func New(o Options) (*Client, error) {
 	}, nil
 }
 
-// Origin validates a Graph endpoint setting and returns its origin.
+// Origin validates a Graph endpoint setting and returns its origin
+// (profile.Origin: lower case, no default port).
 func Origin(endpoint string) (string, error) {
 	u, err := url.Parse(strings.TrimSpace(endpoint))
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+	if err != nil {
 		return "", fmt.Errorf("graph endpoint %q is not an absolute http(s) URL", endpoint)
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return "", fmt.Errorf("graph endpoint %q must use https (http is only allowed on loopback)", endpoint)
+	if err := profile.CheckScheme(u); err != nil {
+		return "", fmt.Errorf("graph endpoint: %w", err)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("graph endpoint %q must be an origin such as https://graph.microsoft.com (no user, query or fragment)", u.Redacted())
 	}
 	if p := strings.TrimRight(u.Path, "/"); p != "" && p != "/v1.0" {
 		return "", fmt.Errorf("graph endpoint %q must be an origin such as https://graph.microsoft.com (no path)", endpoint)
 	}
-	return u.Scheme + "://" + u.Host, nil
+	return profile.Origin(u), nil
 }
 
-func isLoopback(host string) bool {
-	return host == "localhost" || host == "127.0.0.1" || host == "::1"
+// pin refuses, before any token is asked for or any byte sent, a URL that is
+// not on the configured Graph origin: the nextLinks and deltaLinks of
+// Graph's answers and the delta link read back from storage are followed
+// only there. Graph's links are to be sent back to Graph itself
+// (learn.microsoft.com/graph/paging: "You can retrieve the next page of
+// results by sending the URL value of the @odata.nextLink property to
+// Microsoft Graph"). kiota's authentication provider would leave the token
+// off a host outside its valid hosts but still send the request, and it
+// compares host names only: another port or scheme on the same host got
+// the token.
+func (c *Client) pin(rawURL string) error {
+	if err := profile.PinOrigin("Graph link", rawURL, c.origin); err != nil {
+		return fmt.Errorf("graph: %w", err)
+	}
+	return nil
+}
+
+// pinnedTransport sends only requests to the Graph origin: it sits below the
+// SDK's middleware, so the redirect handler's second request (kiota-http-go
+// follows 301/302/303/307/308 to any host, only dropping Authorization when
+// the host changes: redirect_handler.go getRedirectRequest) is refused
+// before it leaves if its Location points elsewhere.
+type pinnedTransport struct {
+	origin string
+	next   http.RoundTripper
+}
+
+func (t pinnedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if got := profile.Origin(r.URL); got != t.origin {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, fmt.Errorf("graph: refusing to send %s %s%s: its origin %s is not the configured origin %s: %w",
+			r.Method, got, r.URL.EscapedPath(), got, t.origin, profile.ErrForeignOrigin)
+	}
+	return t.next.RoundTrip(r)
 }
 
 // managerRef marks a manager id still to be resolved into its properties.
 type managerRef string
 
-// classify turns SDK errors into the conditions the engine acts on.
+// classify turns SDK errors into the conditions the engine acts on. The
+// Location of a 410 Gone (a fresh delta URL) is never followed: the engine
+// starts a full sync from URLs this package builds.
 func classify(err error) error {
 	var ge *Error
 	if errors.As(err, &ge) {

@@ -139,8 +139,18 @@ func lookupProp(name string) (string, kind, bool) {
 // be a plausible typo, or "".
 func suggest(name string, candidates []string) string {
 	best, bestDist := "", 3 // accept at most two edits
-	lower := strings.ToLower(name)
+	lower := ""
 	for _, c := range candidates {
+		// The distance is at least the difference in length: a name far
+		// longer than every candidate (a pasted document, say) costs
+		// nothing. (A candidate as far as the best one may still win the
+		// tie, which keeps the answer independent of the order.)
+		if diff := len(name) - len(c); diff > bestDist || -diff > bestDist {
+			continue
+		}
+		if lower == "" {
+			lower = strings.ToLower(name)
+		}
 		if d := editDistance(lower, strings.ToLower(c)); d < bestDist || d == bestDist && c < best {
 			best, bestDist = c, d
 		}

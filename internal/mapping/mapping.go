@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/profilesync/profilesync/internal/profile"
 )
@@ -104,13 +105,30 @@ var (
 	plainRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 )
 
+// MaxSize is the largest mapping document accepted, in bytes. A mapping
+// with every Graph property mapped is a few kilobytes.
+const MaxSize = 1 << 20
+
+// MaxProblems bounds the problems one Parse reports; a document with more
+// gets a last problem saying that the list stops there.
+const MaxProblems = 100
+
 // Parse decodes and validates a mapping document. On failure the error is
 // an errors.Join of *Problem values, one per problem found, each naming the
-// culprit by its JSON path; Problems lists them. A leading UTF-8 byte order
-// mark is ignored.
+// culprit by its JSON path; Problems lists them (at most MaxProblems, and
+// one more saying the list is cut). A leading UTF-8 byte order mark is
+// ignored. A document larger than MaxSize is refused unread.
 func Parse(data []byte) (*Mapping, error) {
 	var p parser
-	m := p.parse(bytes.TrimPrefix(data, utf8BOM))
+	var m *Mapping
+	if len(data) > MaxSize {
+		p.addf("", "the document is %d bytes; a mapping document is at most %d bytes (1 MiB)", len(data), MaxSize)
+	} else {
+		m = p.parse(bytes.TrimPrefix(data, utf8BOM))
+	}
+	if p.cut {
+		p.problems = append(p.problems, Problem{Message: fmt.Sprintf("only the first %d problems are listed: fix them and check again", MaxProblems)})
+	}
 	if len(p.problems) > 0 {
 		errs := make([]error, len(p.problems))
 		for i := range p.problems {
@@ -124,11 +142,20 @@ func Parse(data []byte) (*Mapping, error) {
 // parser collects the problems of one document.
 type parser struct {
 	problems []Problem
+	cut      bool // a problem went unlisted: MaxProblems were listed already
 }
 
 func (p *parser) addf(path, format string, args ...any) {
+	if p.full() {
+		p.cut = true
+		return
+	}
 	p.problems = append(p.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
 }
+
+// full reports whether MaxProblems are listed: what is left of the
+// document is not examined.
+func (p *parser) full() bool { return len(p.problems) >= MaxProblems }
 
 // member is one name/value pair of a JSON object, in document order.
 type member struct {
@@ -137,25 +164,87 @@ type member struct {
 }
 
 // members splits a JSON object into its members, keeping their order and
-// any duplicate names. ok is false when raw is not an object.
+// any duplicate names; the values are slices of raw, without the space
+// around them. ok is false when raw is not an object. raw must be valid
+// JSON (parse checks the whole document first), so a plain scan finds
+// where each value ends.
 func members(raw []byte) (ms []member, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
 		return nil, false
 	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, false
+	i = skipSpace(raw, i+1)
+	for i < len(raw) && raw[i] == '"' {
+		end := valueEnd(raw, i)
+		name, _ := unquote(raw[i:end])
+		i = skipSpace(raw, skipSpace(raw, end)+1) // past the ':'
+		if i >= len(raw) {
+			return nil, false // not valid JSON after all
 		}
-		name, _ := tok.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, false
+		end = valueEnd(raw, i)
+		ms = append(ms, member{name: name, value: raw[i:end]})
+		i = skipSpace(raw, end)
+		if i >= len(raw) || raw[i] != ',' {
+			break // the closing '}'
 		}
-		ms = append(ms, member{name: name, value: v})
+		i = skipSpace(raw, i+1)
 	}
 	return ms, true
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// JSON white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// valueEnd returns the index just past the JSON value that starts at b[i]
+// (valid JSON).
+func valueEnd(b []byte, i int) int {
+	depth := 0
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return min(i+1, len(b))
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case ',', ':', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return i
+}
+
+// unquote returns the content of a JSON string literal; ok is false when s
+// is not one.
+func unquote(s []byte) (string, bool) {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' && bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
+		return string(s[1 : len(s)-1]), true
+	}
+	var out string
+	if err := json.Unmarshal(s, &out); err != nil || len(s) == 0 || s[0] != '"' {
+		return "", false
+	}
+	return out, true
 }
 
 // keyPath renders an object key as a JSON path step.
@@ -176,9 +265,10 @@ func (p *parser) unknownField(path, name string, known []string) {
 }
 
 func (p *parser) parse(data []byte) *Mapping {
-	var syntax any
-	if err := json.Unmarshal(data, &syntax); err != nil {
-		p.syntaxProblem(data, err)
+	if !json.Valid(data) {
+		// Unmarshal checks the whole input before it decodes anything, so
+		// this only finds the syntax error.
+		p.syntaxProblem(data, json.Unmarshal(data, new(struct{})))
 		return nil
 	}
 	top, ok := members(data)
@@ -190,6 +280,10 @@ func (p *parser) parse(data []byte) *Mapping {
 	seen := map[string]bool{}
 	sawProperties := false
 	for _, mb := range top {
+		if p.full() {
+			p.cut = true
+			break
+		}
 		path := strings.TrimPrefix(keyPath(mb.name), ".")
 		if seen[mb.name] {
 			p.addf(path, "duplicate key")
@@ -258,6 +352,10 @@ func (p *parser) users(m *Mapping, raw json.RawMessage) {
 	}
 	seen := map[string]bool{}
 	for _, mb := range ms {
+		if p.full() {
+			p.cut = true
+			break
+		}
 		path := "users" + keyPath(mb.name)
 		if seen[mb.name] {
 			p.addf(path, "duplicate key")
@@ -292,6 +390,10 @@ func (p *parser) properties(m *Mapping, raw json.RawMessage) {
 	}
 	byFold := map[string]string{} // lower-case name -> first spelling
 	for _, mb := range ms {
+		if p.full() {
+			p.cut = true
+			break
+		}
 		path := "properties" + keyPath(mb.name)
 		if p.target(path, mb.name, byFold) {
 			continue
@@ -314,7 +416,8 @@ func (p *parser) target(path, name string, byFold map[string]string) (dup bool) 
 		p.addf(path, "%q is not a SharePoint user profile property name "+
 			"(letters, digits, \"_\" and \"-\", starting with a letter, at most %d characters)", name, MaxNameLength)
 	}
-	first, seen := byFold[strings.ToLower(name)]
+	lower := strings.ToLower(name)
+	first, seen := byFold[lower]
 	switch {
 	case seen && first == name:
 		p.addf(path, "duplicate key")
@@ -323,7 +426,7 @@ func (p *parser) target(path, name string, byFold map[string]string) (dup bool) 
 		p.addf(path, "same property as %q (SharePoint property names are not case-sensitive)", first)
 		return true
 	}
-	byFold[strings.ToLower(name)] = name
+	byFold[lower] = name
 	return false
 }
 
@@ -336,8 +439,9 @@ func (p *parser) property(path, name string, raw json.RawMessage) (Property, boo
 	sepPath := ""
 	switch raw[0] {
 	case '"':
-		if err := json.Unmarshal(raw, &source); err != nil {
-			p.addf(path, "not a valid JSON string: %v", err)
+		var ok bool
+		if source, ok = unquote(raw); !ok {
+			p.addf(path, "not a valid JSON string")
 			return prop, false
 		}
 	case '{':

@@ -1,6 +1,7 @@
 package spo
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -149,7 +150,7 @@ func (r csomResults) get(id int, v any) error {
 		return fmt.Errorf("csom response has no result for action %d", id)
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("decoding csom result %d: %w", id, err)
+		return fmt.Errorf("decoding csom result %d: %w", id, shortError(err))
 	}
 	return nil
 }
@@ -176,11 +177,16 @@ func (c *Client) processQuery(ctx context.Context, body string, idempotent bool)
 	return parseCSOM(b)
 }
 
+// maxCSOMResults bounds the results read from one answer: profilesync's
+// requests have two or three actions, each answered by one id/result pair
+// (decoding a long array of tiny values would cost ~50 bytes per byte).
+const maxCSOMResults = 16
+
 // parseCSOM decodes a ProcessQuery answer.
 func parseCSOM(b []byte) (csomResults, error) {
-	var arr []json.RawMessage
-	if err := json.Unmarshal(trimBOM(b), &arr); err != nil {
-		return nil, fmt.Errorf("decoding csom response: %w", err)
+	arr, err := csomArray(b)
+	if err != nil {
+		return nil, fmt.Errorf("decoding csom response: %w", shortError(err))
 	}
 	if len(arr) == 0 {
 		return nil, errors.New("decoding csom response: empty array")
@@ -195,7 +201,7 @@ func parseCSOM(b []byte) (csomResults, error) {
 		TraceCorrelationID string `json:"TraceCorrelationId"`
 	}
 	if err := json.Unmarshal(arr[0], &hdr); err != nil {
-		return nil, fmt.Errorf("decoding csom response header: %w", err)
+		return nil, fmt.Errorf("decoding csom response header: %w", shortError(err))
 	}
 	if e := hdr.ErrorInfo; e != nil {
 		return nil, &CSOMError{
@@ -209,11 +215,47 @@ func parseCSOM(b []byte) (csomResults, error) {
 	for i := 1; i+1 < len(arr); i += 2 {
 		id, err := strconv.Atoi(string(arr[i]))
 		if err != nil {
-			return nil, fmt.Errorf("decoding csom response: action id %s at index %d", arr[i], i)
+			return nil, fmt.Errorf("decoding csom response: action id %s at index %d", clip(arr[i], 100), i)
 		}
 		res[id] = arr[i+1]
 	}
 	return res, nil
+}
+
+// csomArray splits the JSON array of an answer into its elements, the
+// header and at most maxCSOMResults id/result pairs.
+func csomArray(b []byte) ([]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(trimBOM(b)))
+	tok, err := dec.Token()
+	switch {
+	case err == io.EOF:
+		return nil, io.ErrUnexpectedEOF
+	case err != nil:
+		return nil, err
+	case tok != json.Delim('['):
+		return nil, errors.New("the answer is not a JSON array")
+	}
+	var arr []json.RawMessage
+	for dec.More() {
+		if len(arr) == 1+2*maxCSOMResults {
+			return nil, fmt.Errorf("more than %d results", maxCSOMResults)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		arr = append(arr, v)
+	}
+	if _, err := dec.Token(); err != nil { // the closing ']'
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the answer's array")
+	}
+	return arr, nil
 }
 
 // jobInfo is ImportProfilePropertiesJobInfo as CSOM serializes it.
@@ -260,16 +302,18 @@ func enumValue(raw json.RawMessage, byName func(string) (int, error)) (int, erro
 	if len(raw) == 0 || string(raw) == "null" {
 		return 0, nil
 	}
-	var n int
-	if json.Unmarshal(raw, &n) == nil {
+	if n, err := strconv.Atoi(string(raw)); err == nil { // a JSON integer
 		return n, nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return 0, fmt.Errorf("unexpected value %s", raw)
+		return 0, fmt.Errorf("unexpected value %s", clip(raw, 100))
 	}
 	if n, err := strconv.Atoi(s); err == nil {
 		return n, nil
+	}
+	if len(s) > 100 {
+		return 0, fmt.Errorf("unexpected value %q", clip(s, 100))
 	}
 	return byName(s)
 }
@@ -303,7 +347,7 @@ func parseGUID(s string) (string, error) {
 	}
 	u, err := uuid.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("csom guid %q: %w", in, err)
+		return "", fmt.Errorf("csom guid %q: %w", clip(in, 100), err)
 	}
 	return u.String(), nil
 }

@@ -130,6 +130,8 @@ func responseError(method, path string, status int, body []byte) *ResponseError 
 	if e.Message == "" && e.Code == "" {
 		e.Message = snippet(body)
 	}
+	// SharePoint's are a line; what else answers may send a book.
+	e.Code, e.Message = clip(e.Code, 200), clip(e.Message, 500)
 	if status == http.StatusUnauthorized {
 		switch m := strings.ToLower(e.Message); {
 		case strings.Contains(m, "unsupported app only token"):
@@ -158,12 +160,36 @@ func (o *odataError) message() string {
 	return m.Value
 }
 
-// snippet returns the start of a non-JSON error body, on one line.
+// snippet returns the start of a non-JSON error body, on one line, in
+// valid UTF-8 (it goes to logs and JSON records).
 func snippet(b []byte) string {
-	const max = 200
-	s := strings.Join(strings.Fields(string(b)), " ")
-	if len(s) > max {
-		s = strings.ToValidUTF8(s[:max], "") + "…"
-	}
-	return s
+	return clip(strings.ToValidUTF8(strings.Join(strings.Fields(string(b)), " "), "\uFFFD"), 200)
 }
+
+// clip shortens s to at most max bytes (the last ones an ellipsis) for an
+// error message: a value in an answer can be megabytes long.
+func clip[T ~string | ~[]byte](s T, max int) string {
+	const more = "…"
+	if len(s) <= max {
+		return string(s)
+	}
+	return strings.ToValidUTF8(string(s[:max-len(more)]), "") + more
+}
+
+// shortError bounds the text of a decoding error: encoding/json quotes a
+// mistyped number whole ("cannot unmarshal number 777… into …").
+func shortError(err error) error {
+	const max = 300
+	if err == nil || len(err.Error()) <= max {
+		return err
+	}
+	return &clippedError{msg: clip(err.Error(), max), err: err}
+}
+
+type clippedError struct {
+	msg string
+	err error
+}
+
+func (e *clippedError) Error() string { return e.msg }
+func (e *clippedError) Unwrap() error { return e.err }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/profilesync/profilesync/internal/crashpoint"
+	"github.com/profilesync/profilesync/internal/profile"
 )
 
 // FileInfo describes one file of a folder.
@@ -57,7 +58,7 @@ func (f *flexInt) UnmarshalJSON(b []byte) error {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return fmt.Errorf("reading integer %s: %w", b, err)
+		return fmt.Errorf("reading integer %s: %w", clip(b, 100), errors.Unwrap(err)) // err quotes b whole
 	}
 	*f = flexInt(v)
 	return nil
@@ -191,11 +192,32 @@ func (c *Client) Upload(ctx context.Context, name string, r io.Reader, size int6
 	if int64(m.Length) != size && m.Length != 0 {
 		return "", fmt.Errorf("uploading %q: sharepoint stored %d bytes, want %d", name, m.Length, size)
 	}
-	sr := m.ServerRelativeURL
-	if sr == "" {
-		sr = c.FolderPath() + "/" + name
+	sr, err := c.uploadedPath(name, m)
+	if err != nil {
+		return "", fmt.Errorf("uploading %q: %w", name, err)
 	}
 	return c.origin + sr, nil
+}
+
+// uploadedPath returns the server-relative path of the file name just
+// written to the upload folder, as SharePoint's answer m spells it (its
+// case may differ from the configured one's). SharePoint answers
+// Files/AddUsingPath and FinishUpload with the SP.File it wrote, whose
+// ServerRelativeUrl is the folder's path and the name (SharePoint/sp-dev-docs
+// docs/sp-add-ins/working-with-folders-and-files-with-rest.md; PnP builds
+// sourceUri from it, pnp/powershell SharePointUserProfileSync.cs). An
+// answer naming any other file is refused: the URL is queued for import,
+// written to records and deleted by housekeeping, and a failed chunked
+// upload deletes it at once.
+func (c *Client) uploadedPath(name string, m fileMeta) (string, error) {
+	want := c.FolderPath() + "/" + name
+	switch {
+	case m.ServerRelativeURL == "":
+		return want, nil
+	case !strings.EqualFold(m.ServerRelativeURL, want):
+		return "", fmt.Errorf("sharepoint stored the file as %q, not %q", clip(m.ServerRelativeURL, 300), want)
+	}
+	return m.ServerRelativeURL, nil
 }
 
 // addFile sends Files/AddUsingPath with the given body (nil: empty file).
@@ -226,9 +248,9 @@ func (c *Client) uploadChunked(ctx context.Context, name string, r io.Reader, si
 	if err != nil {
 		return fileMeta{}, fmt.Errorf("creating empty file: %w", err)
 	}
-	file := created.ServerRelativeURL
-	if file == "" {
-		file = c.FolderPath() + "/" + name
+	file, err := c.uploadedPath(name, created)
+	if err != nil {
+		return fileMeta{}, fmt.Errorf("creating empty file: %w", err)
 	}
 	defer func() {
 		if err == nil {
@@ -315,7 +337,7 @@ func (c *Client) uploadChunked(ctx context.Context, name string, r io.Reader, si
 		raw := firstNonEmpty(v.Value, v.Start, v.Continue)
 		if err := got.UnmarshalJSON(raw); err != nil || raw == nil || int64(got) != offset+n {
 			c.cancelUpload(ctx, base, id)
-			return fileMeta{}, fmt.Errorf("sharepoint acknowledged offset %s after sending bytes %d-%d", raw, offset, offset+n-1)
+			return fileMeta{}, fmt.Errorf("sharepoint acknowledged offset %s after sending bytes %d-%d", clip(raw, 100), offset, offset+n-1)
 		}
 		offset += n
 		crashpoint.Hit(crashpoint.ChunkedUpload)
@@ -403,14 +425,25 @@ func (c *Client) Download(ctx context.Context, fileURL string, w io.Writer) erro
 }
 
 // Delete removes a file, or else a folder with everything in it, given by
-// server-relative path or absolute URL. Deleting nothing gives an error
-// matching fs.ErrNotExist.
+// server-relative path or absolute URL on the site's origin. Only what lies
+// strictly below the upload folder is deleted, or a job's log folder in its
+// library (see below): anything else, the folder itself and its library
+// included, gives an error wrapping profile.ErrOutsideFolder, and nothing
+// is sent. Deleting nothing gives an error matching fs.ErrNotExist.
 func (c *Client) Delete(ctx context.Context, serverRelativeURL string) error {
 	p, err := c.resolve(serverRelativeURL)
 	if err != nil {
 		return err
 	}
-	for _, kind := range []string{"GetFileByServerRelativePath", "GetFolderByServerRelativePath"} {
+	ok, logFolder := c.below(p)
+	if !ok {
+		return fmt.Errorf("spo: refusing to delete %.200q: it is not below the upload folder %q: %w", p, c.FolderPath(), profile.ErrOutsideFolder)
+	}
+	kinds := []string{"GetFileByServerRelativePath", "GetFolderByServerRelativePath"}
+	if logFolder {
+		kinds = kinds[1:] // a log folder, never a file
+	}
+	for _, kind := range kinds {
 		resp, err := c.do(ctx, &request{
 			method:     http.MethodPost,
 			path:       "_api/web/" + kind + "(decodedurl=" + literal(p) + ")",
@@ -431,26 +464,87 @@ func (c *Client) Delete(ctx context.Context, serverRelativeURL string) error {
 }
 
 // resolve turns a server-relative path or an absolute URL on this site's
-// host into a server-relative path. Both are taken literally, never
+// origin into a server-relative path. Both are taken literally, never
 // percent-decoded: SharePoint's own URIs (a job's SourceUri and
 // LogFolderUri, a file's ServerRelativeUrl) come unencoded, and so do the
-// URLs Upload returns (a '%' in them is a '%' of the name). URLs on other
-// hosts are refused so the site's token never leaves it.
+// URLs Upload returns (a '%' in them is a '%' of the name). A URL whose
+// scheme, host or port is not the site's is refused before anything is
+// sent (an error wrapping profile.ErrForeignOrigin), so the site's token
+// never leaves it.
 func (c *Client) resolve(s string) (string, error) {
-	var p string
-	switch {
-	case strings.HasPrefix(s, "/") && !strings.HasPrefix(s, "//"):
-		p = s
-	case len(s) >= len(c.origin) && strings.EqualFold(s[:len(c.origin)], c.origin) &&
-		(len(s) == len(c.origin) || s[len(c.origin)] == '/'):
-		p = s[len(c.origin):]
-	default:
-		return "", fmt.Errorf("spo: %q is not a server-relative path or a URL on %s", s, c.origin)
+	p := s
+	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") {
+		end := 0 // the end of scheme://authority; 0 when s has none
+		if i := strings.Index(s, "://"); i >= 0 {
+			end = len(s)
+			if j := strings.IndexAny(s[i+3:], "/?#"); j >= 0 {
+				end = i + 3 + j
+			}
+		}
+		// Only the origin is parsed: the path may hold any character of a name.
+		if err := profile.PinOrigin("SharePoint URL", s[:end]+escapePath(s[end:]), c.origin); err != nil {
+			return "", fmt.Errorf("spo: %w", shortError(err)) // it quotes the URL whole
+		}
+		if p = s[end:]; p != "" && (p[0] != '/' || strings.HasPrefix(p, "//")) {
+			return "", fmt.Errorf("spo: %.200q names no file or folder", s)
+		}
 	}
 	if p = strings.TrimRight(p, "/"); p == "" {
-		return "", fmt.Errorf("spo: %q names the site root, not a file or folder", s)
+		return "", fmt.Errorf("spo: %.200q names the site root, not a file or folder", s)
 	}
 	return p, nil
+}
+
+// below reports whether the server-relative path p names something strictly
+// below the upload folder: compared segment by segment, ignoring case as
+// SharePoint does, with any empty, "." or ".." segment, backslash or
+// percent-encoded slash refused outright (SharePoint's own paths, and the
+// ones Upload returns, never hold them). One place outside the folder is
+// allowed too: a folder directly in the upload folder's library named by a
+// GUID, where SharePoint writes a job's log ("in the same document library
+// where the import file was located", in a folder "named by using the
+// unique identifier of the specific import job":
+// learn.microsoft.com/sharepoint/dev/solution-guidance/bulk-user-profile-update-api-for-sharepoint-online).
+// logFolder tells that it matched only that way.
+func (c *Client) below(p string) (ok, logFolder bool) {
+	segs := strings.Split(p, "/")
+	if segs[0] != "" {
+		return false, false // not server-relative
+	}
+	segs = segs[1:]
+	for _, s := range segs {
+		l := strings.ToLower(s)
+		if s == "" || s == "." || s == ".." || strings.Contains(s, `\`) ||
+			strings.Contains(l, "%2f") || strings.Contains(l, "%5c") {
+			return false, false
+		}
+	}
+	var site []string
+	if c.sitePath != "" {
+		site = strings.Split(c.sitePath[1:], "/")
+	}
+	folder := append(site, c.folder...)
+	prefix := func(n int) bool {
+		if len(segs) < n {
+			return false
+		}
+		for i := range n {
+			if !strings.EqualFold(segs[i], folder[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	if len(segs) > len(folder) && prefix(len(folder)) {
+		return true, false
+	}
+	lib := len(site) + 1 // the library's segments end here
+	if len(segs) == lib+1 && prefix(lib) {
+		if _, err := uuid.Parse(segs[lib]); err == nil && len(segs[lib]) == 36 {
+			return true, true
+		}
+	}
+	return false, false
 }
 
 // escapePath percent-encodes a decoded path, keeping its slashes.

@@ -607,7 +607,7 @@ func TestDelete(t *testing.T) {
 				w.WriteHeader(200)
 			})
 			c, _, _ := testClient(t, srv.URL, nil)
-			err := c.Delete(context.Background(), "/sites/hr/Shared Documents/upa/"+jobGUID)
+			err := c.Delete(context.Background(), "/sites/hr/Shared Documents/Profile Imports/"+jobGUID)
 			if tc.missing != errors.Is(err, fs.ErrNotExist) || (!tc.missing && err != nil) {
 				t.Errorf("err = %v (missing %v)", err, tc.missing)
 			}

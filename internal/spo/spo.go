@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/profilesync/profilesync/internal/profile"
 )
 
 // Defaults applied by New to zero Options fields.
@@ -115,6 +117,7 @@ func New(o Options) (*Client, error) {
 	if c.hc == nil {
 		c.hc = defaultHTTPClient()
 	}
+	c.hc = c.pinRedirects(c.hc)
 	if c.chunkSize == 0 {
 		c.chunkSize = DefaultChunkSize
 	}
@@ -159,11 +162,12 @@ func parseSiteURL(s string) (origin, sitePath string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("spo: site URL: %w", err)
 	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return "", "", fmt.Errorf("spo: site URL %q must be an absolute http(s) URL", s)
+	// Plain http only on loopback (the simulator), as the settings say.
+	if err := profile.CheckScheme(u); err != nil {
+		return "", "", fmt.Errorf("spo: site URL: %w", err)
 	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return "", "", fmt.Errorf("spo: site URL %q must be scheme://host/path without user, query or fragment", s)
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", "", fmt.Errorf("spo: site URL %q must be scheme://host/path without user, query or fragment", u.Redacted())
 	}
 	p := strings.TrimRight(u.Path, "/")
 	if p != "" {
@@ -171,7 +175,7 @@ func parseSiteURL(s string) (origin, sitePath string, err error) {
 			return "", "", fmt.Errorf("spo: site URL %q: %w", s, err)
 		}
 	}
-	return u.Scheme + "://" + u.Host, p, nil
+	return profile.Origin(u), p, nil
 }
 
 // parseFolder turns the configured folder into segments below the site.
@@ -231,6 +235,36 @@ func checkName(s string) error {
 	}
 	return nil
 }
+
+// pinRedirects returns a copy of hc that follows a redirect only on the
+// site's origin. net/http follows a Location to any host (it only leaves
+// Authorization off for another domain: pkg.go.dev/net/http#Client, "when
+// forwarding sensitive headers like Authorization … to untrusted targets");
+// a Location elsewhere fails the request instead, before anything is sent
+// there. The caller's client is left as it was.
+func (c *Client) pinRedirects(hc *http.Client) *http.Client {
+	pinned := *hc
+	next := hc.CheckRedirect
+	pinned.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if err := profile.PinOrigin("SharePoint redirect to", req.URL.String(), c.origin); err != nil {
+			return &redirectError{fmt.Errorf("spo: %w", err)}
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 { // net/http's own default
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &pinned
+}
+
+// redirectError is a refused redirect: not a network failure, never retried.
+type redirectError struct{ err error }
+
+func (e *redirectError) Error() string { return e.err.Error() }
+func (e *redirectError) Unwrap() error { return e.err }
 
 func defaultHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()

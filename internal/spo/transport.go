@@ -189,6 +189,9 @@ func (c *Client) send(ctx context.Context, rq *request, attempt int) (*http.Resp
 		if er, ok := body.(*exactReader); ok && er.err != nil {
 			return nil, fmt.Errorf("reading request body: %w", er.err)
 		}
+		if re := (*redirectError)(nil); errors.As(err, &re) {
+			return nil, fmt.Errorf("sharepoint %s %s: %w", rq.method, req.URL.Path, re.err)
+		}
 		return nil, &netError{fmt.Errorf("sharepoint %s %s: %w", rq.method, req.URL.Path, err)}
 	}
 	c.log.DebugContext(ctx, "sharepoint request", "method", rq.method, "path", req.URL.Path,
@@ -251,7 +254,7 @@ func decodeJSON(resp *http.Response, v any) error {
 		b = w.D
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("decoding sharepoint response: %w", err)
+		return fmt.Errorf("decoding sharepoint response: %w", shortError(err))
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/profilesync/profilesync/internal/testenv"
 )
 
 // FuzzFingerprintBlobs reads arbitrary bytes as a store blob and as a
@@ -33,21 +35,27 @@ func FuzzFingerprintBlobs(f *testing.F) {
 			magic string
 			size  int
 		}{{storeMagic, storeEntry}, {sidecarMagic, sidecarEntry}} {
-			before := allocated()
 			var body []byte
-			n := 0
-			e, err := newEntryReader("fuzz.bin", kind.magic, kind.size, bytes.NewReader(data))
-			for err == nil {
-				var en fpEntry
-				var ok bool
-				if en, ok, err = e.next(); err != nil || !ok {
-					break
+			var n int
+			var err error
+			alloc := testenv.Allocated(func() {
+				var e *entryReader
+				e, err = newEntryReader("fuzz.bin", kind.magic, kind.size, bytes.NewReader(data))
+				for err == nil {
+					var en fpEntry
+					var ok bool
+					if en, ok, err = e.next(); err != nil || !ok {
+						break
+					}
+					body = appendStoreEntry(body, en)
+					if kind.size == sidecarEntry {
+						body = binary.BigEndian.AppendUint64(body, en.idn)
+					}
+					n++
 				}
-				body = appendStoreEntry(body, en)
-				if kind.size == sidecarEntry {
-					body = binary.BigEndian.AppendUint64(body, en.idn)
-				}
-				n++
+			})
+			if alloc > uint64(4*len(data))+1<<20 {
+				t.Fatalf("%s: reading %d bytes allocated %d", kind.magic, len(data), alloc)
 			}
 			if err != nil {
 				if !errors.Is(err, ErrFingerprintsCorrupt) || !strings.Contains(err.Error(), "fuzz.bin") {
@@ -64,9 +72,6 @@ func FuzzFingerprintBlobs(f *testing.F) {
 					t.Fatalf("readStore disagrees with the entry reader: %v", err)
 				}
 			}
-			if got := allocated() - before; got > uint64(4*len(data))+1<<20 {
-				t.Fatalf("%s: reading %d bytes allocated %d", kind.magic, len(data), got)
-			}
 		}
 	})
 }
@@ -76,12 +81,12 @@ func FuzzFingerprintBlobs(f *testing.F) {
 func TestReadStoreBoundsAllocation(t *testing.T) {
 	data := encodeBlob(storeMagic, 1, make([]byte, storeEntry))
 	binary.BigEndian.PutUint64(data[8:], 1<<60)
-	before := allocated()
-	_, err := readStore("big.bin", bytes.NewReader(data))
+	var err error
+	got := testenv.Allocated(func() { _, err = readStore("big.bin", bytes.NewReader(data)) })
 	if !errors.Is(err, ErrFingerprintsCorrupt) || !strings.Contains(err.Error(), "big.bin") {
 		t.Errorf("err = %v, want a corrupt blob named big.bin", err)
 	}
-	if got := allocated() - before; got > maxPrealloc+1<<20 {
+	if got > maxPrealloc+1<<20 {
 		t.Errorf("allocated %d bytes", got)
 	}
 }

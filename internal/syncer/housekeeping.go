@@ -13,7 +13,9 @@ import (
 )
 
 // Remover deletes a SharePoint file or folder by URL; a missing one wraps
-// fs.ErrNotExist.
+// fs.ErrNotExist. One not below the upload folder (or on another origin) is
+// never deleted: the error wraps profile.ErrOutsideFolder (or
+// profile.ErrForeignOrigin).
 type Remover interface {
 	Delete(ctx context.Context, url string) error
 }
@@ -46,6 +48,12 @@ type Housekeeper struct {
 	MaxPrune int
 	// AlsoPrune are more prefixes whose records Prune deletes by write time.
 	AlsoPrune []string
+}
+
+// refused reports a delete the Remover would not even try: the URL is on
+// another origin or not below the upload folder.
+func refused(err error) bool {
+	return errors.Is(err, profile.ErrOutsideFolder) || errors.Is(err, profile.ErrForeignOrigin)
 }
 
 // cleanable reports whether housekeeping deletes a job's files once due:
@@ -88,11 +96,15 @@ func (h *Housekeeper) Sweep(ctx context.Context) (int, error) {
 			break
 		}
 		data, etag, err := h.Blobs.Get(ctx, name)
+		if errors.Is(err, profile.ErrTooLarge) {
+			log.Warn("housekeeping: job record too large to read", "blob", name, "err", err)
+			continue
+		}
 		if err != nil {
 			return cleaned, fmt.Errorf("reading %s: %w", name, err)
 		}
-		var rec JobRecord
-		if err := json.Unmarshal(data, &rec); err != nil {
+		rec, err := DecodeJobRecord(data)
+		if err != nil {
 			log.Warn("housekeeping: unreadable job record", "blob", name, "err", err)
 			continue
 		}
@@ -110,7 +122,12 @@ func (h *Housekeeper) Sweep(ctx context.Context) (int, error) {
 			if u == "" {
 				continue
 			}
-			if err := h.Files.Delete(ctx, u); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := h.Files.Delete(ctx, u); refused(err) {
+				// An edited record, or SharePoint naming a folder that is
+				// not the job's own: never deleted, never tried again.
+				log.Warn("housekeeping: not deleting what a job record names outside the upload folder",
+					"job", rec.JobID, "blob", name, "url", u, "err", err)
+			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return cleaned, fmt.Errorf("housekeeping job %s: deleting %s: %w", rec.JobID, u, err)
 			}
 		}

@@ -2,7 +2,6 @@ package syncer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -227,8 +226,8 @@ func (p *Poller) fileRows(ctx context.Context, rec *JobRecord, ps PollState) int
 	if err != nil {
 		return 0
 	}
-	var run Run
-	if json.Unmarshal(data, &run) != nil {
+	run, err := DecodeRun(data)
+	if err != nil {
 		return 0
 	}
 	for _, f := range run.Files {

@@ -134,8 +134,7 @@ func (p *Poller) carry(ctx context.Context, log *slog.Logger, rec *JobRecord, id
 	tries := map[string]int{}
 	if rec.RunID != "" {
 		if data, _, err := p.Blobs.Get(ctx, RunsPrefix+rec.RunID+".json"); err == nil {
-			var run Run
-			if json.Unmarshal(data, &run) == nil {
+			if run, err := DecodeRun(data); err == nil {
 				for _, u := range run.Resent {
 					tries[strings.ToLower(u.ID)] = u.Tries
 				}
@@ -210,7 +209,7 @@ func updateState(ctx context.Context, b Blobs, change func(*State)) error {
 		case err != nil:
 			return fmt.Errorf("reading %s: %w", StateBlob, err)
 		default:
-			if err := json.Unmarshal(data, &st); err != nil {
+			if st, err = DecodeState(data); err != nil {
 				return fmt.Errorf("reading %s: %w", StateBlob, err)
 			}
 		}

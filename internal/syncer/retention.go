@@ -2,7 +2,6 @@ package syncer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -88,8 +87,7 @@ func (h *Housekeeper) Prune(ctx context.Context) (Pruned, error) {
 		}
 		followedJobs[id] = true
 		if data, _, err := h.Blobs.Get(ctx, name); err == nil {
-			var ps PollState
-			if json.Unmarshal(data, &ps) == nil && ps.RunID != "" {
+			if ps, err := DecodePollState(data); err == nil && ps.RunID != "" {
 				followedRuns[ps.RunID] = true
 			}
 		}
@@ -99,9 +97,8 @@ func (h *Housekeeper) Prune(ctx context.Context) (Pruned, error) {
 		return out, fmt.Errorf("pruning poll documents: %w", err)
 	}
 	if cur, _, err := h.Blobs.Get(ctx, CurrentBlob); err == nil {
-		var c struct{ RunID string }
-		if json.Unmarshal(cur, &c) == nil {
-			followedRuns[c.RunID] = true
+		if id, err := decodeCurrent(cur); err == nil {
+			followedRuns[id] = true
 		}
 	}
 
@@ -125,11 +122,15 @@ func (h *Housekeeper) Prune(ctx context.Context) (Pruned, error) {
 		// Files the run uploaded but never queued (what-if runs keep theirs
 		// for the administrator to look at) go with its record.
 		if data, _, err := h.Blobs.Get(ctx, name); err == nil && h.Files != nil {
-			var run Run
-			if json.Unmarshal(data, &run) == nil {
+			if run, err := DecodeRun(data); err == nil {
 				for _, f := range run.Files {
 					if f.URL != "" && f.JobID == "" && !f.Deleted {
-						if err := h.Files.Delete(ctx, f.URL); err != nil && !errors.Is(err, fs.ErrNotExist) {
+						err := h.Files.Delete(ctx, f.URL)
+						if refused(err) {
+							log.Warn("pruning: not deleting what a run record names outside the upload folder", "run", id, "url", f.URL, "err", err)
+							continue
+						}
+						if err != nil && !errors.Is(err, fs.ErrNotExist) {
 							return fmt.Errorf("deleting %s of run %s: %w", f.URL, id, err)
 						}
 						out.Files++
@@ -160,8 +161,7 @@ func (h *Housekeeper) Prune(ctx context.Context) (Pruned, error) {
 			if err != nil {
 				return nil
 			}
-			var rec JobRecord
-			if json.Unmarshal(data, &rec) == nil && rec.Cleaned.IsZero() && cleanable(rec) {
+			if rec, err := DecodeJobRecord(data); err == nil && rec.Cleaned.IsZero() && cleanable(rec) {
 				return nil
 			}
 		}

@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode"
+
+	"github.com/google/uuid"
 
 	"github.com/profilesync/profilesync/internal/crashpoint"
 	"github.com/profilesync/profilesync/internal/profile"
@@ -177,11 +180,27 @@ func Delay(backoff []time.Duration, attempt int) time.Duration {
 // processed yields an error wrapping ErrDrop.
 func ParsePollMessage(body []byte) (PollMessage, error) {
 	var m PollMessage
-	if err := json.Unmarshal(body, &m); err != nil {
-		return m, fmt.Errorf("%w: not a JSON status message: %v", ErrDrop, err)
+	if err := decodeRecord(body, &m); err != nil {
+		return m, fmt.Errorf("%w: not a status message: %w", ErrDrop, err)
 	}
 	if strings.TrimSpace(m.JobID) == "" {
 		return m, fmt.Errorf("%w: the message has no jobId", ErrDrop)
+	}
+	// The id names blobs (jobs/<id>.json, polls/<id>.json), and anyone who
+	// can write to the queue writes messages: only a GUID, in the canonical
+	// lower-case form SharePoint's job ids are stored under, names one.
+	id, err := uuid.Parse(m.JobID)
+	if err != nil || len(m.JobID) != 36 {
+		return m, fmt.Errorf("%w: jobId %.80q is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", ErrDrop, m.JobID)
+	}
+	m.JobID = id.String()
+	var c checker
+	c.id("runId", m.RunID, false)
+	if m.Attempt > maxAttempts {
+		c.failf("attempt", "%d is out of range (at most %d)", m.Attempt, maxAttempts)
+	}
+	if c.err != nil {
+		return m, fmt.Errorf("%w: %w", ErrDrop, c.err)
 	}
 	if m.Attempt < 1 {
 		m.Attempt = 1
@@ -203,8 +222,7 @@ func (p *Poller) Poll(ctx context.Context, msg PollMessage) (Outcome, error) {
 		out.Duplicate = true
 		// The delivery that wrote the record may have died before it linked
 		// the job into its run: link it now (linking twice changes nothing).
-		var rec JobRecord
-		if json.Unmarshal(data, &rec) == nil && rec.RunID != "" {
+		if rec, err := DecodeJobRecord(data); err == nil && rec.RunID != "" {
 			if err := p.linkRun(ctx, &rec); err != nil {
 				return out, err
 			}
@@ -329,7 +347,7 @@ func (p *Poller) record(ctx context.Context, log *slog.Logger, job profile.Job, 
 			if !ok {
 				return nil
 			}
-			rec.ResultCounts[r.Code]++
+			countResult(rec.ResultCounts, r.Code)
 			if len(rec.Results) < MaxResults {
 				rec.Results = append(rec.Results, r)
 			} else {
@@ -337,11 +355,17 @@ func (p *Poller) record(ctx context.Context, log *slog.Logger, job profile.Job, 
 			}
 			return nil
 		})
-		if err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("reading the job's log folder: %w", err)
-			}
+		switch {
+		case err == nil:
+		case errors.Is(err, fs.ErrNotExist):
 			rec.LogError = "the log folder does not exist: " + job.LogFolderURI
+		case errors.Is(err, profile.ErrForeignOrigin):
+			// Never read, however often the message comes back: the job
+			// ends as one whose log could not be read.
+			log.Warn("the job's log folder is not on the SharePoint site's origin; it is not read", "logFolder", job.LogFolderURI, "err", err)
+			rec.LogError = "the log folder is not on the site's origin, not read: " + err.Error()
+		default:
+			return nil, fmt.Errorf("reading the job's log folder: %w", err)
 		}
 	}
 	if job.State != profile.Succeeded {
@@ -355,6 +379,12 @@ func (p *Poller) record(ctx context.Context, log *slog.Logger, job profile.Job, 
 		return nil, err
 	}
 	data, _ := json.MarshalIndent(rec, "", "  ")
+	for len(data) > MaxJobBytes && len(rec.Results) > 0 {
+		// Lines of odd characters escape to several bytes each: keep fewer
+		// results rather than write a record no one could read back.
+		rec.Results, rec.Truncated = rec.Results[:len(rec.Results)/2], true
+		data, _ = json.MarshalIndent(rec, "", "  ")
+	}
 	crashpoint.Hit(crashpoint.PollBeforeRecord)
 	_, cerr := p.Blobs.Create(ctx, JobsPrefix+rec.JobID+".json", data)
 	if cerr != nil && !errors.Is(cerr, profile.ErrStale) {
@@ -391,8 +421,8 @@ func (p *Poller) linkRun(ctx context.Context, rec *JobRecord) error {
 		if err != nil {
 			return fmt.Errorf("reading run %s: %w", rec.RunID, err)
 		}
-		var run Run
-		if err := json.Unmarshal(data, &run); err != nil {
+		run, err := DecodeRun(data)
+		if err != nil {
 			return nil // not ours to repair
 		}
 		link := JobLink{JobID: rec.JobID, State: rec.State, Record: JobsPrefix + rec.JobID + ".json", Resent: rec.Resent}
@@ -438,8 +468,12 @@ func (p *Poller) pollState(ctx context.Context, jobID string) (PollState, string
 		}
 		return ps, "", fmt.Errorf("reading the poll state: %w", err)
 	}
-	if err := json.Unmarshal(data, &ps); err != nil {
+	if ps, err = DecodePollState(data); err != nil {
 		return ps, "", fmt.Errorf("%w: corrupt poll state for job %s: %v", ErrDrop, jobID, err)
+	}
+	if ps.JobID != jobID {
+		// It is written back under its own id.
+		return ps, "", fmt.Errorf("%w: the poll state of job %s names job %s", ErrDrop, jobID, ps.JobID)
 	}
 	return ps, etag, nil
 }
@@ -450,19 +484,23 @@ func (p *Poller) putPollState(ctx context.Context, ps PollState, etag string) (s
 }
 
 // ParseLogLine parses `<ErrorCode>\t<identity>\t<message>` (also tolerating
-// `<ErrorCode> - <message>` lines); blank lines are skipped.
+// `<ErrorCode> - <message>` lines); lines that leave code, identity and
+// message all empty (blank ones, a lone "-") are skipped. Fields are
+// trimmed of spaces and byte order marks.
 func ParseLogLine(line string) (UserResult, bool) {
-	line = strings.TrimRight(strings.TrimPrefix(line, "\ufeff"), "\r\n")
-	if strings.TrimSpace(line) == "" {
-		return UserResult{}, false
-	}
-	parts := strings.SplitN(line, "\t", 3)
-	switch len(parts) {
+	var r UserResult
+	switch parts := strings.SplitN(line, "\t", 3); len(parts) {
 	case 3:
-		return UserResult{Code: strings.TrimSpace(parts[0]), Identity: strings.TrimSpace(parts[1]), Message: strings.TrimSpace(parts[2])}, true
+		r = UserResult{Code: logField(parts[0]), Identity: logField(parts[1]), Message: logField(parts[2])}
 	case 2:
-		return UserResult{Code: strings.TrimSpace(parts[0]), Message: strings.TrimSpace(parts[1])}, true
+		r = UserResult{Code: logField(parts[0]), Message: logField(parts[1])}
+	default:
+		code, msg, _ := strings.Cut(logField(line), " ")
+		r = UserResult{Code: logField(code), Message: logField(strings.TrimPrefix(logField(msg), "-"))}
 	}
-	code, msg, _ := strings.Cut(line, " ")
-	return UserResult{Code: code, Message: strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(msg), "-"))}, true
+	return r, r != UserResult{}
+}
+
+func logField(s string) string {
+	return strings.TrimFunc(s, func(r rune) bool { return unicode.IsSpace(r) || r == '\ufeff' })
 }

@@ -600,3 +600,26 @@ func TestNothingBlocksTheSyncForever(t *testing.T) {
 type jobsFunc func(string) (profile.Job, error)
 
 func (f jobsFunc) Job(_ context.Context, id string) (profile.Job, error) { return f(id) }
+
+// TestJobRecordStaysReadable: a log whose lines escape to six bytes a
+// character in JSON would make a record over MaxJobBytes, which no reader
+// would accept (BlobLimit); the poller keeps fewer results instead, says
+// so, and still counts every line.
+func TestJobRecordStaysReadable(t *testing.T) {
+	const id = "d"
+	f := newPollFixture(t, id, profile.Job{ID: id, State: profile.Error, Error: profile.ImportCompleteWithError, LogFolderURI: "https://t/sites/s/Shared Documents/" + id})
+	var log strings.Builder
+	for i := range MaxResults {
+		fmt.Fprintf(&log, "InvalidProperty\tu%d\t%s\n", i, strings.Repeat("\x01", MaxLogLine-40))
+	}
+	f.p.Logs = fakeLogs{"https://t/sites/s/Shared Documents/" + id: log.String()}
+	f.deliver(t, PollMessage{JobID: id, Attempt: 1})
+	data := f.blobs.data[JobsPrefix+id+".json"]
+	rec := f.record(t, id)
+	if len(data) > MaxJobBytes || len(data) < MaxJobBytes/4 {
+		t.Errorf("job record of %d bytes, want at most MaxJobBytes (%d) and not far below", len(data), MaxJobBytes)
+	}
+	if !rec.Truncated || len(rec.Results) == 0 || len(rec.Results) >= MaxResults || rec.ResultCounts["InvalidProperty"] != MaxResults {
+		t.Errorf("truncated %v, %d results, counts %v", rec.Truncated, len(rec.Results), rec.ResultCounts)
+	}
+}

@@ -369,7 +369,7 @@ func (e *Engine) Sync(ctx context.Context, opts Options) (*Run, error) {
 	if err := e.putRun(ctx, run); err != nil {
 		return nil, err
 	}
-	cur, _ := json.Marshal(map[string]string{"runId": run.ID})
+	cur, _ := json.Marshal(current{RunID: run.ID})
 	if _, err := e.Blobs.Put(ctx, CurrentBlob, cur, ""); err != nil {
 		log.Warn("recording the run in progress", "err", err)
 	}
@@ -664,16 +664,19 @@ func (e *Engine) closeInterrupted(ctx context.Context, log *slog.Logger) {
 	if err != nil {
 		return
 	}
-	var cur struct{ RunID string }
-	if json.Unmarshal(data, &cur) != nil || cur.RunID == "" {
+	runID, err := decodeCurrent(data)
+	if err != nil {
+		log.Warn("ignoring an unreadable "+CurrentBlob, "err", err)
 		return
 	}
-	data, etag, err := e.Blobs.Get(ctx, RunsPrefix+cur.RunID+".json")
+	data, etag, err := e.Blobs.Get(ctx, RunsPrefix+runID+".json")
 	if err != nil {
 		return
 	}
-	var run Run
-	if json.Unmarshal(data, &run) != nil || run.Status != StatusRunning {
+	// The record must be the one its name says: it is written back under
+	// its own id.
+	run, err := DecodeRun(data)
+	if err != nil || run.ID != runID || run.Status != StatusRunning {
 		return
 	}
 	e.adoptJobs(ctx, log, &run)
@@ -702,8 +705,7 @@ func (e *Engine) checkPending(ctx context.Context) error {
 		// A job queued long ago (stuck in Processing, or followed by a poll
 		// chain that died) must not block every later sync.
 		if data, _, err := e.Blobs.Get(ctx, n); err == nil {
-			var ps PollState
-			if json.Unmarshal(data, &ps) == nil && !ps.QueuedAt.IsZero() && e.now().Sub(ps.QueuedAt) > e.pendingMaxAge() {
+			if ps, err := DecodePollState(data); err == nil && !ps.QueuedAt.IsZero() && e.now().Sub(ps.QueuedAt) > e.pendingMaxAge() {
 				e.log().Warn("an earlier import job is unfinished but too old to wait for", "job", id, "queued", ps.QueuedAt, "maxAge", e.pendingMaxAge())
 				continue
 			}
@@ -1014,7 +1016,7 @@ func (e *Engine) LoadState(ctx context.Context) (State, string, error) {
 	if err != nil {
 		return st, "", fmt.Errorf("reading %s: %w", StateBlob, err)
 	}
-	if err := json.Unmarshal(data, &st); err != nil {
+	if st, err = DecodeState(data); err != nil {
 		return st, "", fmt.Errorf("reading %s: %w", StateBlob, err)
 	}
 	return st, etag, nil
@@ -1068,8 +1070,7 @@ func (e *Engine) markScheduled(ctx context.Context, ps PollState) {
 	name := PollsPrefix + ps.JobID + ".json"
 	etag := ""
 	if data, tag, err := e.Blobs.Get(ctx, name); err == nil {
-		var cur PollState
-		if json.Unmarshal(data, &cur) == nil && cur.JobID == ps.JobID {
+		if cur, err := DecodePollState(data); err == nil && cur.JobID == ps.JobID {
 			if cur.Attempt > 1 || !cur.LastPoll.IsZero() {
 				return // the poller is already at work: its document wins
 			}
@@ -1093,8 +1094,8 @@ func (e *Engine) runEnded(ctx context.Context, runID string) bool {
 	if err != nil {
 		return false
 	}
-	var run Run
-	return json.Unmarshal(data, &run) == nil && run.Status != "" && run.Status != StatusRunning
+	run, err := DecodeRun(data)
+	return err == nil && run.Status != "" && run.Status != StatusRunning
 }
 
 // RecoverPolls schedules again the status poll of every job nobody
@@ -1119,8 +1120,11 @@ func (e *Engine) RecoverPolls(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		var ps PollState
-		if json.Unmarshal(data, &ps) != nil {
+		// The poll it schedules reads polls/<jobId>.json: that must be
+		// this document.
+		ps, err := DecodePollState(data)
+		if err != nil || name != PollsPrefix+ps.JobID+".json" {
+			e.log().Warn("ignoring an unreadable poll record", "blob", name, "err", err, "jobId", ps.JobID)
 			continue
 		}
 		last := ps.QueuedAt

@@ -1,7 +1,9 @@
 // Package faults injects failures into the simulator's HTTP origins: error
 // statuses with Retry-After (in the origin's error shape), slow answers,
-// dropped connections, each matched by origin, method and path, optionally a
-// limited number of times, plus a latency applied to every Graph page.
+// dropped connections, cut answers, redirects to another origin and paging
+// links moved to another origin, each matched by origin, method and path,
+// optionally a limited number of times, plus a latency applied to every
+// Graph page.
 package faults
 
 import (
@@ -66,6 +68,14 @@ type Rule struct {
 	// Truncate answers as the origin would, but cuts the body in half and
 	// closes the connection: a page dropped mid-way (truncated JSON).
 	Truncate bool `json:"truncate,omitempty"`
+	// Redirect answers 307 Temporary Redirect with a Location on this origin
+	// (scheme://host:port) and the request's own path and query: a redirect
+	// to another host, which a client must not follow.
+	Redirect string `json:"redirect,omitempty"`
+	// LinkOrigin answers as the origin would, with the origin of every
+	// @odata.nextLink and @odata.deltaLink of the body replaced by this one
+	// (scheme://host:port): a Graph page whose next link points elsewhere.
+	LinkOrigin string `json:"linkOrigin,omitempty"`
 
 	Count int `json:"count,omitempty"` // apply this many times, then stop; 0 = always
 	Hits  int `json:"hits"`            // times applied so far (read-only)
@@ -113,8 +123,19 @@ func compile(r Rule) (*rule, error) {
 	if r.Count < 0 || r.RetryAfter < 0 || r.Delay < 0 {
 		errs = append(errs, errors.New("count, retryAfter and delay must not be negative"))
 	}
-	if (r.Drop && r.Status != 0) || (r.Truncate && (r.Drop || r.Status != 0)) {
-		errs = append(errs, errors.New("drop, truncate and status are exclusive"))
+	actions := 0
+	for _, set := range []bool{r.Drop, r.Truncate, r.Status != 0, r.Redirect != "", r.LinkOrigin != ""} {
+		if set {
+			actions++
+		}
+	}
+	if actions > 1 {
+		errs = append(errs, errors.New("drop, truncate, status, redirect and linkOrigin are exclusive"))
+	}
+	for _, o := range []string{r.Redirect, r.LinkOrigin} {
+		if u, err := url.Parse(o); o != "" && (err != nil || u.Host == "" || u.Path != "" || u.RawQuery != "") {
+			errs = append(errs, fmt.Errorf("%q is not an origin (scheme://host:port)", o))
+		}
 	}
 	var err error
 	if c.path, err = regexp.Compile(r.Path); err != nil {
@@ -250,6 +271,11 @@ func (s *Set) Middleware(origin string, next http.Handler) http.Handler {
 			truncate(w, r, next)
 		case rule.Status != 0:
 			writeFault(w, r, origin, rule)
+		case rule.Redirect != "":
+			w.Header().Set("Location", rule.Redirect+r.URL.RequestURI())
+			w.WriteHeader(http.StatusTemporaryRedirect)
+		case rule.LinkOrigin != "":
+			moveLinks(w, r, next, rule.LinkOrigin)
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -284,6 +310,24 @@ func truncate(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		f.Flush()
 	}
 	drop(w)
+}
+
+// odataLink matches the start of an @odata.nextLink or @odata.deltaLink
+// value up to the end of its origin.
+var odataLink = regexp.MustCompile(`("@odata\.(?:next|delta)Link"\s*:\s*")https?://[^/"\\]+`)
+
+// moveLinks lets next answer into a buffer and sends the answer with the
+// origin of its paging links replaced by origin.
+func moveLinks(w http.ResponseWriter, r *http.Request, next http.Handler, origin string) {
+	rec := &recorder{header: http.Header{}, status: http.StatusOK}
+	next.ServeHTTP(rec, r)
+	for k, v := range rec.header {
+		w.Header()[k] = v
+	}
+	body := odataLink.ReplaceAll(rec.body.Bytes(), []byte("${1}"+origin))
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(rec.status)
+	w.Write(body)
 }
 
 // recorder buffers an answer.

@@ -102,6 +102,9 @@ func TestInvalidRules(t *testing.T) {
 		{Query: "["},
 		{Drop: true, Status: 503},
 		{Count: -1},
+		{Redirect: "http://127.0.0.1:1", Status: 503},
+		{Redirect: "http://127.0.0.1:1/path"},
+		{LinkOrigin: "not a url"},
 	}
 	s := NewSet()
 	for _, r := range tests {
@@ -181,5 +184,38 @@ func TestTruncateCutsTheBody(t *testing.T) {
 	}
 	if err := s.Add(Rule{Truncate: true, Drop: true}); err == nil {
 		t.Error("truncate with drop accepted")
+	}
+}
+
+func TestRedirectAndLinkOrigin(t *testing.T) {
+	s := NewSet()
+	if err := s.Add(Rule{Origin: Graph, Path: "^/v1.0/users$", Redirect: "http://127.0.0.1:9", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Add(Rule{Origin: Graph, Path: "^/v1.0/users/delta$", LinkOrigin: "http://127.0.0.1:9"}); err != nil {
+		t.Fatal(err)
+	}
+	page := `{"value":[],"@odata.nextLink":"http://127.0.0.1:8080/v1.0/users/delta?$skiptoken=a","@odata.deltaLink" : "https://graph.example/v1.0/x"}`
+	h := s.Middleware(Graph, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, page)
+	}))
+
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/v1.0/users?$top=5", nil))
+	if w.Code != http.StatusTemporaryRedirect || w.Header().Get("Location") != "http://127.0.0.1:9/v1.0/users?$top=5" {
+		t.Errorf("redirect: %d, Location %q", w.Code, w.Header().Get("Location"))
+	}
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/v1.0/users?$top=5", nil))
+	if w.Code != 200 || w.Body.String() != page {
+		t.Errorf("after its count the redirect rule still applies: %d %s", w.Code, w.Body)
+	}
+
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/v1.0/users/delta", nil))
+	want := `{"value":[],"@odata.nextLink":"http://127.0.0.1:9/v1.0/users/delta?$skiptoken=a","@odata.deltaLink" : "http://127.0.0.1:9/v1.0/x"}`
+	if w.Code != 200 || w.Body.String() != want || w.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("moved links: %d %q\n got %s\nwant %s", w.Code, w.Header().Get("Content-Type"), w.Body, want)
 	}
 }
