@@ -12,6 +12,7 @@
 #   FUZZTIME       how long each target runs (default 60s): a Go duration, a
 #                  number of seconds, or Nx for N executions
 #   FUZZ_PARALLEL  fuzzing workers per target (default: go's, GOMAXPROCS)
+#   FUZZMINIMIZETIME  how long go may minimize one input (default 5s)
 #   FUZZ_REPORT    where the Markdown table of the run goes
 #                  (default .build/fuzz-report.md, for the README's figures)
 #
@@ -36,6 +37,7 @@ if [[ ${1:-} == --list ]]; then
 	shift
 fi
 FUZZTIME=${FUZZTIME:-60s}
+FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-5s}
 [[ $FUZZTIME =~ ^[0-9]+$ ]] && FUZZTIME=${FUZZTIME}s
 REPORT=${FUZZ_REPORT:-.build/fuzz-report.md}
 LOGS=.build/fuzz
@@ -94,7 +96,10 @@ echo "fuzzing $(wc -l <<<"$targets") target(s), $FUZZTIME each${FUZZ_PARALLEL:+,
 while read -r pkg name; do
 	rel=${pkg#"$module"/}
 	log="$LOGS/${rel//\//_}.$name.log"
-	go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -timeout "$timeout" "${parallel[@]}" "$pkg" >"$log" 2>&1
+	# -fuzzminimizetime: go minimizes every input that finds new coverage
+	# for up to 60 s by default, counting no executions meanwhile; a long
+	# line of a job log kept FuzzJobLog minimizing for its whole minute.
+	go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZETIME" -timeout "$timeout" "${parallel[@]}" "$pkg" >"$log" 2>&1
 	rc=$?
 	execs=$(sed -nE 's/^fuzz: elapsed: .*, execs: ([0-9]+) .*/\1/p' "$log" | tail -n 1)
 	input=$(sed -nE 's/.*Failing input written to (.*)$/\1/p' "$log" | tail -n 1)
