@@ -77,6 +77,49 @@ func BenchmarkFullSync(b *testing.B) {
 	}
 }
 
+// benchApp starts the simulator (users, simArgs) in its own process and
+// Azurite, and returns the handler's app on them, prepared, with the
+// example mapping stored, as the benchmarks use it. Containers and queues
+// are named after prefix.
+func benchApp(b *testing.B, users int, prefix string, simArgs ...string) (*app, config, *slog.Logger) {
+	az := testenv.Azurite(b)
+	simEnv := startSimProcess(b, users, simArgs...)
+	env := map[string]string{
+		"AzureWebJobsStorage": az.ConnectionString,
+		"SYNC_CONTAINER":      testenv.Name(b, prefix),
+		"SYNC_STATUS_QUEUE":   testenv.Name(b, prefix+"q"),
+	}
+	for k, v := range simEnv {
+		env[k] = v
+		if strings.HasPrefix(k, "IDENTITY_") {
+			b.Setenv(k, v) // azidentity reads the process environment
+		}
+	}
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		b.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("PROFILESYNC_BENCH_LOG") != "" { // the handler's own log lines, to see where the time goes
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	tuneMemory(os.Getenv) // as run does for the handler process
+	a, err := newApp(cfg, logger, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := a.prepare(ctx); err != nil {
+		b.Fatal(err)
+	}
+	mapping, _ := os.ReadFile("../examples/mapping.json")
+	if _, err := a.blobs.Put(ctx, syncer.MappingBlob, mapping, ""); err != nil {
+		b.Fatal(err)
+	}
+	a.engine.TempDir = b.TempDir()
+	return a, cfg, logger
+}
+
 // peakRSS reads the process's peak resident set size (VmHWM) in bytes.
 func peakRSS() (uint64, error) {
 	data, err := os.ReadFile("/proc/self/status")
@@ -99,42 +142,8 @@ func benchPipeline(b *testing.B, users int, simArgs ...string) {
 // benchPipelineWith runs benchPipeline with a Graph client whose options
 // tune changes (nil: the handler's own client).
 func benchPipelineWith(b *testing.B, users int, tune func(*graph.Options), simArgs ...string) {
-	az := testenv.Azurite(b)
-	simEnv := startSimProcess(b, users, simArgs...)
-	env := map[string]string{
-		"AzureWebJobsStorage": az.ConnectionString,
-		"SYNC_CONTAINER":      testenv.Name(b, "bench"),
-		"SYNC_STATUS_QUEUE":   testenv.Name(b, "benchq"),
-	}
-	for k, v := range simEnv {
-		env[k] = v
-		if strings.HasPrefix(k, "IDENTITY_") {
-			b.Setenv(k, v) // azidentity reads the process environment
-		}
-	}
-	getenv := func(k string) string { return env[k] }
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	logger := slog.New(slog.DiscardHandler)
-	if os.Getenv("PROFILESYNC_BENCH_LOG") != "" { // the handler's own log lines, to see where the time goes
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	tuneMemory(os.Getenv) // as run does for the handler process
-	a, err := newApp(cfg, logger, false)
-	if err != nil {
-		b.Fatal(err)
-	}
+	a, cfg, logger := benchApp(b, users, "bench", simArgs...)
 	ctx := context.Background()
-	if err := a.prepare(ctx); err != nil {
-		b.Fatal(err)
-	}
-	mapping, _ := os.ReadFile("../examples/mapping.json")
-	if _, err := a.blobs.Put(ctx, syncer.MappingBlob, mapping, ""); err != nil {
-		b.Fatal(err)
-	}
-	a.engine.TempDir = b.TempDir()
 	if tune != nil {
 		cred, err := credential(cfg, false)
 		if err != nil {

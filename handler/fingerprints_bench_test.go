@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/profilesync/profilesync/internal/m365sim/directory"
 	"github.com/profilesync/profilesync/internal/syncer"
-	"github.com/profilesync/profilesync/internal/testenv"
 )
 
 // BenchmarkSendOnlyChanged measures the fingerprint store (issue 13) on a
@@ -39,37 +37,8 @@ func BenchmarkSendOnlyChanged(b *testing.B) {
 }
 
 func benchChanged(b *testing.B, users, changes int, force bool) {
-	az := testenv.Azurite(b)
-	simEnv := startSimProcess(b, users)
-	env := map[string]string{
-		"AzureWebJobsStorage": az.ConnectionString,
-		"SYNC_CONTAINER":      testenv.Name(b, "benchfp"),
-		"SYNC_STATUS_QUEUE":   testenv.Name(b, "benchfpq"),
-	}
-	for k, v := range simEnv {
-		env[k] = v
-		if strings.HasPrefix(k, "IDENTITY_") {
-			b.Setenv(k, v)
-		}
-	}
-	cfg, err := loadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		b.Fatal(err)
-	}
-	tuneMemory(os.Getenv)
-	a, err := newApp(cfg, slog.New(slog.DiscardHandler), false)
-	if err != nil {
-		b.Fatal(err)
-	}
+	a, cfg, _ := benchApp(b, users, "benchfp")
 	ctx := context.Background()
-	if err := a.prepare(ctx); err != nil {
-		b.Fatal(err)
-	}
-	mapping, _ := os.ReadFile("../examples/mapping.json")
-	if _, err := a.blobs.Put(ctx, syncer.MappingBlob, mapping, ""); err != nil {
-		b.Fatal(err)
-	}
-	a.engine.TempDir = b.TempDir()
 	graphOrigin := cfg.GraphEndpoint
 	u, _ := url.Parse(cfg.SiteURL)
 	spoOrigin := u.Scheme + "://" + u.Host

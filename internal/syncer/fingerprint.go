@@ -53,7 +53,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -286,8 +285,8 @@ func (e *Engine) pendingFingerprints(ctx context.Context) ([]uint64, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", n, err)
 		}
-		var ps PollState
-		if err := json.Unmarshal(data, &ps); err != nil {
+		ps, err := DecodePollState(data)
+		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", n, err)
 		}
 		if _, _, err := e.Blobs.Get(ctx, JobsPrefix+ps.JobID+".json"); err == nil {
